@@ -1,0 +1,252 @@
+//! The raw iptables backend: reads `iptables-save`, plans one `iptables-restore --noflush`
+//! transaction per family that removes what we own and adds what is desired, applies it
+//! and reads the tables back to verify.
+
+use anyhow::{bail, Context as _, Result};
+
+use super::xtables::{RestoreOptions, Xtables};
+use super::{Backend, Outcome};
+use crate::format::restore::{self, SavedTable};
+use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PREFIX};
+
+pub struct IptablesBackend {
+    families: Vec<Xtables>,
+    options: RestoreOptions,
+}
+
+impl IptablesBackend {
+    /// `families` should hold every family whose tables may contain our rules, so that an
+    /// IPv4-only install also clears IPv6 rules of an earlier dual-stack one.
+    pub fn new(families: Vec<Xtables>, options: RestoreOptions) -> Self {
+        Self { families, options }
+    }
+
+    /// The transactions that would bring each family to `desired`, without applying them.
+    pub fn plan(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
+        let mut plans = Vec::new();
+        for xtables in &self.families {
+            let saved = restore::parse_save(&xtables.save_all()?)?;
+            if let Some(script) = plan_family(&saved, desired.family(xtables.family)) {
+                plans.push((xtables.clone(), script));
+            }
+        }
+        Ok(plans)
+    }
+}
+
+impl Backend for IptablesBackend {
+    fn name(&self) -> String {
+        match self.families.first() {
+            Some(x) => format!("iptables ({})", x.mode.label()),
+            None => "iptables".to_string(),
+        }
+    }
+
+    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
+        let plans = self.plan(desired)?;
+        // Check every family before changing any, so a rule one family rejects stops all.
+        for (xtables, script) in &plans {
+            xtables
+                .test_restore(script, &self.options)
+                .with_context(|| {
+                    format!(
+                        "{} rules were rejected; nothing was changed",
+                        xtables.family.label()
+                    )
+                })?;
+        }
+        for (xtables, script) in &plans {
+            xtables.restore(script, &self.options)?;
+        }
+        let mut summary = Vec::new();
+        for xtables in &self.families {
+            let saved = restore::parse_save(&xtables.save_all()?)?;
+            let wanted = desired.family(xtables.family);
+            verify(&saved, wanted).with_context(|| {
+                format!(
+                    "{} tables do not hold the expected rules after applying",
+                    xtables.family.label()
+                )
+            })?;
+            let rules = wanted.map_or(0, |f| f.tables.iter().map(|t| t.rules.len()).sum());
+            summary.push(format!("{}: {rules} rules", xtables.family.label()));
+        }
+        Ok(Outcome {
+            changed: !plans.is_empty(),
+            summary,
+        })
+    }
+}
+
+/// True for a saved rule we own: in one of our chains, tagged with our comment, or jumping
+/// into one of our chains (it could not stay once the chain is gone).
+fn is_owned_rule(chain: &str, rule: &restore::SavedRule) -> bool {
+    is_owned_chain(chain)
+        || rule.line.contains(COMMENT_PREFIX)
+        || rule.target().is_some_and(is_owned_chain)
+}
+
+/// The restore script that removes every rule and chain we own from `saved` and adds
+/// `desired`, table by table; `None` when there is nothing to remove or add.
+pub fn plan_family(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Option<String> {
+    let mut script = String::new();
+    for name in TableName::ALL {
+        let existing = saved.iter().find(|t| t.name == name.as_str());
+        let wanted = desired.and_then(|d| d.tables.iter().find(|t| t.name == name));
+        let mut deletions: Vec<(String, usize)> = Vec::new();
+        let mut obsolete_chains: Vec<&str> = Vec::new();
+        if let Some(existing) = existing {
+            let mut index_in_chain = std::collections::HashMap::<&str, usize>::new();
+            for rule in &existing.rules {
+                let index = index_in_chain.entry(rule.chain.as_str()).or_insert(0);
+                *index += 1;
+                // Rules inside our chains go with the chain (flush or delete below).
+                if !is_owned_chain(&rule.chain) && is_owned_rule(&rule.chain, rule) {
+                    deletions.push((rule.chain.clone(), *index));
+                }
+            }
+            obsolete_chains = existing
+                .chains
+                .iter()
+                .map(String::as_str)
+                .filter(|c| is_owned_chain(c))
+                .filter(|c| !wanted.is_some_and(|w| w.chains.iter().any(|n| n == c)))
+                .collect();
+        }
+        if deletions.is_empty() && obsolete_chains.is_empty() && wanted.is_none() {
+            let has_owned_chain =
+                existing.is_some_and(|e| e.chains.iter().any(|c| is_owned_chain(c)));
+            if !has_owned_chain {
+                continue;
+            }
+        }
+        script.push_str(&format!("*{name}\n"));
+        if let Some(wanted) = wanted {
+            // In --noflush mode a chain line creates the chain or empties an existing one.
+            for chain in &wanted.chains {
+                script.push_str(&format!(":{chain} - [0:0]\n"));
+            }
+        }
+        // Highest index first, so earlier indices stay valid.
+        deletions.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        for (chain, index) in &deletions {
+            script.push_str(&format!("-D {chain} {index}\n"));
+        }
+        for chain in &obsolete_chains {
+            script.push_str(&format!("-F {chain}\n"));
+        }
+        for chain in &obsolete_chains {
+            script.push_str(&format!("-X {chain}\n"));
+        }
+        if let Some(wanted) = wanted {
+            for rule in &wanted.rules {
+                script.push_str(&restore::rule_line(rule, false));
+                script.push('\n');
+            }
+        }
+        script.push_str("COMMIT\n");
+    }
+    (!script.is_empty()).then_some(script)
+}
+
+/// After applying: our chains are exactly the desired ones and each table holds as many
+/// of our rules as desired.
+fn verify(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Result<()> {
+    for name in TableName::ALL {
+        let existing = saved.iter().find(|t| t.name == name.as_str());
+        let wanted = desired.and_then(|d| d.tables.iter().find(|t| t.name == name));
+        let mut chains: Vec<&str> = existing
+            .map(|e| {
+                e.chains
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|c| is_owned_chain(c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut wanted_chains: Vec<&str> = wanted
+            .map(|w| w.chains.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        chains.sort_unstable();
+        wanted_chains.sort_unstable();
+        let rules = existing.map_or(0, |e| {
+            e.rules
+                .iter()
+                .filter(|r| is_owned_rule(&r.chain, r))
+                .count()
+        });
+        let wanted_rules = wanted.map_or(0, |w| w.rules.len());
+        if chains != wanted_chains || rules != wanted_rules {
+            bail!(
+                "table {name}: found chains {chains:?} and {rules} rules of ours, expected {wanted_chains:?} and {wanted_rules}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::format::restore::parse_save;
+    use crate::ruleset::{build, Family, FamilyFacts, Features};
+
+    fn desired() -> Ruleset {
+        build(
+            &Config::default(),
+            &[FamilyFacts {
+                family: Family::V4,
+                uid: 5678,
+                loopback: "lo".into(),
+                dns_servers: vec![],
+                features: Features::default(),
+            }],
+        )
+    }
+
+    #[test]
+    fn empty_tables_and_no_desire_plan_nothing() {
+        let saved =
+            parse_save("*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j FOREIGN\nCOMMIT\n")
+                .unwrap();
+        assert_eq!(plan_family(&saved, None), None);
+    }
+
+    #[test]
+    fn owned_rules_are_deleted_by_index_from_the_bottom_and_foreign_ones_kept() {
+        let saved = parse_save(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n:KUMA_MESH_OUTBOUND - [0:0]\n:MINE - [0:0]\n\
+             -A OUTPUT -j MINE\n\
+             -A OUTPUT -p udp -m comment --comment \"kuma/mesh/transparent/proxy/x\" -j RETURN\n\
+             -A OUTPUT -p tcp -j KUMA_MESH_OUTBOUND\n\
+             -A KUMA_MESH_OUTBOUND -j RETURN\nCOMMIT\n",
+        )
+        .unwrap();
+        let script = plan_family(&saved, None).unwrap();
+        assert_eq!(
+            script,
+            "*nat\n-D OUTPUT 3\n-D OUTPUT 2\n-F KUMA_MESH_OUTBOUND\n-X KUMA_MESH_OUTBOUND\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn install_declares_chains_then_adds_rules() {
+        let desired = desired();
+        let script = plan_family(&[], desired.family(Family::V4)).unwrap();
+        assert!(
+            script.starts_with("*nat\n:KUMA_MESH_INBOUND - [0:0]\n"),
+            "{script}"
+        );
+        assert!(script.contains("\n-A OUTPUT -m comment --comment \"kuma/mesh/transparent/proxy/redirect outbound TCP traffic to our custom chain for processing\" -p tcp -j KUMA_MESH_OUTBOUND\n"), "{script}");
+        assert!(script.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn verify_counts_our_rules() {
+        let desired = desired();
+        let saved = parse_save("*nat\n:KUMA_MESH_INBOUND - [0:0]\nCOMMIT\n").unwrap();
+        assert!(verify(&saved, desired.family(Family::V4)).is_err());
+        assert!(verify(&[], None).is_ok());
+    }
+}

@@ -1,0 +1,319 @@
+//! Finding the iptables executables of a family (nft or legacy, chosen as kumactl chooses),
+//! probing what they support, and running save/restore.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::host;
+use crate::ruleset::{Family, Features};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Nft,
+    Legacy,
+}
+
+impl Mode {
+    fn suffix(self) -> &'static str {
+        match self {
+            Mode::Nft => "nft",
+            Mode::Legacy => "legacy",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Nft => "nf_tables",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
+
+/// How `iptables-restore` waits for the xtables lock (legacy only) and retries.
+#[derive(Clone, Copy, Debug)]
+pub struct RestoreOptions {
+    pub wait_seconds: u32,
+    pub wait_interval_micros: u32,
+    pub max_retries: u32,
+    pub sleep_between_retries: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Xtables {
+    pub family: Family,
+    pub mode: Mode,
+    pub iptables: PathBuf,
+    pub save: PathBuf,
+    pub restore: PathBuf,
+}
+
+const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+impl Xtables {
+    /// Finds the executables of `family`. With `paths` they are taken as given (their mode is
+    /// still checked); with `mode`, only that mode is accepted (IPv6 follows IPv4).
+    pub fn detect(
+        family: Family,
+        paths: Option<&[PathBuf; 3]>,
+        mode: Option<Mode>,
+    ) -> Result<Self> {
+        let base = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        if let Some([iptables, save, restore]) = paths {
+            let found = [iptables.clone(), save.clone(), restore.clone()];
+            let detected = common_mode(&found).ok_or_else(|| {
+                anyhow!("--iptables-executables: {base}, {base}-save and {base}-restore must be iptables binaries of one mode (nft or legacy)")
+            })?;
+            return Ok(Self::from_paths(family, detected, found));
+        }
+        let modes = match mode {
+            Some(m) => vec![m],
+            None => vec![Mode::Nft, Mode::Legacy],
+        };
+        let found: Vec<Self> = modes
+            .into_iter()
+            .filter_map(|m| find_mode(base, m).map(|paths| Self::from_paths(family, m, paths)))
+            .collect();
+        match found.as_slice() {
+            [] => bail!("no usable {base} executables found (install the iptables package)"),
+            [only] => Ok(only.clone()),
+            [nft, legacy] => Ok(choose_between(nft, legacy).clone()),
+            _ => unreachable!("at most two modes"),
+        }
+    }
+
+    fn from_paths(family: Family, mode: Mode, [iptables, save, restore]: [PathBuf; 3]) -> Self {
+        Self {
+            family,
+            mode,
+            iptables,
+            save,
+            restore,
+        }
+    }
+
+    /// `iptables-save` of every table.
+    pub fn save_all(&self) -> Result<String> {
+        host::run_checked(&self.save, &[], None)
+    }
+
+    fn save_table(&self, table: &str) -> Option<String> {
+        host::run_checked(&self.save, &["-t", table], None).ok()
+    }
+
+    fn has_module(&self, module: &str) -> bool {
+        host::run(&self.iptables, &["-m", module, "-h"], None).is_ok_and(|o| o.status.success())
+    }
+
+    /// Probes tables, match modules and a Docker `DOCKER_OUTPUT` chain, as kumactl does;
+    /// fails when the minimum (nat table, tcp and owner matches) is missing.
+    pub fn features(&self) -> Result<Features> {
+        let nat = self.save_table("nat");
+        let raw = self.save_table("raw").is_some();
+        let (tcp, udp, owner) = (
+            self.has_module("tcp"),
+            self.has_module("udp"),
+            self.has_module("owner"),
+        );
+        let mut missing = Vec::new();
+        if nat.is_none() {
+            missing.push("the nat table");
+        }
+        if !tcp {
+            missing.push("the tcp match");
+        }
+        if !owner {
+            missing.push("the owner match");
+        }
+        if !missing.is_empty() {
+            bail!(
+                "{} cannot be used: missing {}",
+                self.iptables.display(),
+                missing.join(", ")
+            );
+        }
+        Ok(Features {
+            comment_module: self.has_module("comment"),
+            conntrack_zone_split: raw && udp && self.has_module("conntrack"),
+            mangle_table: self.save_table("mangle").is_some(),
+            docker_output_chain: nat.is_some_and(|text| has_docker_output(&text)),
+        })
+    }
+
+    fn restore_args(&self, options: &RestoreOptions, test: bool) -> Vec<String> {
+        let mut args = Vec::new();
+        // Only legacy iptables takes the xtables lock; kumactl passes --wait there only.
+        if self.mode == Mode::Legacy {
+            if options.wait_seconds > 0 {
+                args.push(format!("--wait={}", options.wait_seconds));
+            }
+            if options.wait_interval_micros > 0 {
+                args.push(format!("--wait-interval={}", options.wait_interval_micros));
+            }
+        }
+        args.push("--noflush".to_string());
+        if test {
+            args.push("--test".to_string());
+        }
+        args
+    }
+
+    /// Checks a restore script without applying it.
+    pub fn test_restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
+        let args = self.restore_args(options, true);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+    }
+
+    /// Applies a restore script as one transaction, retrying as configured.
+    pub fn restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
+        let args = self.restore_args(options, false);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let attempts = options.max_retries + 1;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            match host::run_checked(&self.restore, &args, Some(script)) {
+                Ok(_) => return Ok(()),
+                Err(error) => {
+                    if attempt < attempts {
+                        eprintln!(
+                            "{}: attempt {attempt}/{attempts} failed, retrying in {:?}: {error:#}",
+                            self.family.label(),
+                            options.sleep_between_retries
+                        );
+                        thread::sleep(options.sleep_between_retries);
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt")).context(format!(
+            "{} rules could not be applied after {attempts} attempt(s)",
+            self.family.label()
+        ))
+    }
+}
+
+fn has_docker_output(save: &str) -> bool {
+    save.lines().any(|l| l.starts_with(":DOCKER_OUTPUT"))
+}
+
+/// kumactl's choice when both modes work: the one holding rules; nft when both or neither
+/// do, unless only legacy has Docker's DOCKER_OUTPUT chain.
+fn choose_between<'a>(nft: &'a Xtables, legacy: &'a Xtables) -> &'a Xtables {
+    let (nft_rules, legacy_rules) = (has_rules(nft), has_rules(legacy));
+    let docker = |x: &Xtables| x.save_table("nat").is_some_and(|t| has_docker_output(&t));
+    match (nft_rules, legacy_rules) {
+        (true, true) if docker(legacy) && !docker(nft) => legacy,
+        (false, true) => legacy,
+        _ => nft,
+    }
+}
+
+/// More lines than the default policies in nat (4), raw (2) or mangle (5).
+fn has_rules(xtables: &Xtables) -> bool {
+    [("nat", 4), ("raw", 2), ("mangle", 5)]
+        .iter()
+        .any(|(table, policies)| {
+            xtables.save_table(table).is_some_and(|text| {
+                let lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| {
+                        !(l.is_empty()
+                            || l.starts_with('#')
+                            || l.starts_with('*')
+                            || l.starts_with("COMMIT"))
+                    })
+                    .count();
+                lines > *policies
+            })
+        })
+}
+
+fn find_mode(base: &str, mode: Mode) -> Option<[PathBuf; 3]> {
+    let find = |suffix: &str| {
+        find_executable(&format!("{base}-{}{suffix}", mode.suffix()))
+            .filter(|p| mode_of(p) == Some(mode))
+            .or_else(|| {
+                find_executable(&format!("{base}{suffix}")).filter(|p| mode_of(p) == Some(mode))
+            })
+    };
+    Some([find("")?, find("-save")?, find("-restore")?])
+}
+
+fn common_mode(paths: &[PathBuf; 3]) -> Option<Mode> {
+    let first = mode_of(&paths[0])?;
+    paths[1..]
+        .iter()
+        .all(|p| mode_of(p) == Some(first))
+        .then_some(first)
+}
+
+/// Searches PATH, then the directories kumactl falls back to.
+fn find_executable(name: &str) -> Option<PathBuf> {
+    let path_dirs = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The mode an executable reports in `--version` (`iptables v1.8.9 (nf_tables)`); no
+/// suffix or a failing `--version` means legacy, as in kumactl.
+fn mode_of(path: &Path) -> Option<Mode> {
+    let output = host::run(path, &["--version"], None).ok()?;
+    if !output.status.success() {
+        return Some(Mode::Legacy);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_version_mode(&text)
+}
+
+fn parse_version_mode(text: &str) -> Option<Mode> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("iptables") || l.starts_with("ip6tables"))?;
+    let (_, rest) = line.split_once(" v")?;
+    match rest.split_once(" (") {
+        Some((_, variant)) if variant.starts_with("nf_tables") => Some(Mode::Nft),
+        Some((_, variant)) if variant.starts_with("legacy") => Some(Mode::Legacy),
+        Some(_) => None,
+        None => Some(Mode::Legacy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_strings_give_the_mode() {
+        assert_eq!(
+            parse_version_mode("iptables v1.8.9 (nf_tables)\n"),
+            Some(Mode::Nft)
+        );
+        assert_eq!(
+            parse_version_mode("ip6tables-restore v1.8.9 (legacy)"),
+            Some(Mode::Legacy)
+        );
+        assert_eq!(parse_version_mode("iptables v1.6.1"), Some(Mode::Legacy));
+        assert_eq!(parse_version_mode("iptables v1.8.9 (weird)"), None);
+        assert_eq!(parse_version_mode("something else"), None);
+    }
+}

@@ -1,0 +1,375 @@
+//! The command line, defined once: parsing, `--help`, and (later) man pages and completions
+//! all come from these definitions. Flag names and meanings are kumactl's.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::config::sources::set_path;
+use crate::config::values;
+
+/// Exit status for bad input (flags, config files, environment): nothing was changed.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for a failure while inspecting or changing the host.
+pub const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tproxy-firewalld",
+    version,
+    about = "Install Kuma's transparent-proxy rules (kumactl-compatible) so that they work on hosts whose firewall is managed by firewalld",
+    after_help = "Exit status: 0 success, 1 failure while inspecting or changing the host, 2 bad input (nothing changed)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install the transparent-proxy rules (same flags and rules as `kumactl install transparent-proxy`)
+    Install(InstallArgs),
+    /// Remove every rule and chain this tool or kumactl installed, and nothing else
+    Uninstall(UninstallArgs),
+}
+
+/// Lets scripts keep kumactl's `install transparent-proxy` spelling.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[arg(value_parser = ["transparent-proxy"], hide = true)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Configuration file (YAML or JSON, kumactl's keys); repeatable, comma lists allowed, `-` reads stdin. Later files override earlier ones
+    #[arg(long, value_name = "FILE")]
+    pub config: Vec<String>,
+
+    /// User name or UID that runs kuma-dp; default: UID 5678, else user `kuma-dp`
+    #[arg(long, value_name = "USER")]
+    pub kuma_dp_user: Option<String>,
+
+    /// Redirect inbound traffic to Envoy (disable for gateways)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_inbound: Option<bool>,
+
+    /// Port Envoy receives inbound traffic on [default: 15006]
+    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
+    pub redirect_inbound_port: Option<u16>,
+
+    /// Port Envoy receives outbound traffic on [default: 15001]
+    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
+    pub redirect_outbound_port: Option<u16>,
+
+    /// Inbound ports not redirected (comma list; repeatable), e.g. 22 to keep SSH reachable
+    #[arg(long, value_name = "PORTS", value_parser = checked(values::parse_port_list))]
+    pub exclude_inbound_ports: Vec<String>,
+
+    /// Outbound ports not redirected (comma list; repeatable)
+    #[arg(long, value_name = "PORTS", value_parser = checked(values::parse_port_list))]
+    pub exclude_outbound_ports: Vec<String>,
+
+    /// Source addresses (IPv4/IPv6, with or without prefix; comma list; repeatable) whose inbound traffic is not redirected
+    #[arg(long, value_name = "IPS", value_parser = checked(values::parse_address_list))]
+    pub exclude_inbound_ips: Vec<String>,
+
+    /// Destination addresses (IPv4/IPv6, with or without prefix; comma list; repeatable) not redirected
+    #[arg(long, value_name = "IPS", value_parser = checked(values::parse_address_list))]
+    pub exclude_outbound_ips: Vec<String>,
+
+    /// Outbound traffic of UIDs not redirected, as [proto:][ports:]uids, e.g. tcp:53,3000-5000:106-108 (repeatable)
+    #[arg(long, value_name = "SPEC", value_parser = checked(values::parse_uid_exclusion))]
+    pub exclude_outbound_ports_for_uids: Vec<String>,
+
+    /// Redirect DNS requests to the name servers in /etc/resolv.conf to the kuma-dp DNS proxy
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_dns: Option<bool>,
+
+    /// Redirect all DNS traffic (UDP port 53) to the kuma-dp DNS proxy; excludes --redirect-dns
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_all_dns_traffic: Option<bool>,
+
+    /// Port the kuma-dp DNS proxy listens on [default: 15053]
+    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
+    pub redirect_dns_port: Option<u16>,
+
+    /// Do not split DNS traffic into conntrack zones (no raw-table rules)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub skip_dns_conntrack_zone_split: Option<bool>,
+
+    /// Drop packets in conntrack state INVALID (mangle table)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub drop_invalid_packets: Option<bool>,
+
+    /// Virtual network to redirect, as IFACE:CIDR (iptables `+` wildcard allowed), e.g. docker0:172.17.0.0/16 (repeatable)
+    #[arg(long, value_name = "IFACE:CIDR", value_parser = checked(values::parse_vnet))]
+    pub vnet: Vec<String>,
+
+    /// Insert the PREROUTING jump to KUMA_MESH_INBOUND at the top instead of appending it
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_inbound_insert_instead_of_append: Option<bool>,
+
+    /// Insert the OUTPUT jump to KUMA_MESH_OUTBOUND at the top instead of appending it
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redirect_outbound_insert_instead_of_append: Option<bool>,
+
+    /// Add LOG rules to nat OUTPUT and PREROUTING (kernel log level 7)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub iptables_logs: Option<bool>,
+
+    /// Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (uninstall then cannot find rules in built-in chains)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub disable_comments: Option<bool>,
+
+    /// `dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`
+    #[arg(long, value_name = "MODE", value_parser = checked(values::IpFamilyMode::parse))]
+    pub ip_family_mode: Option<String>,
+
+    /// Seconds to wait for the xtables lock (legacy iptables) [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u32>,
+
+    /// Microseconds between attempts to take the xtables lock (legacy iptables)
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub wait_interval: Option<u32>,
+
+    /// Retries of a failed iptables-restore [default: 4]
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+
+    /// Pause between retries, e.g. 2s or 500ms [default: 2s]
+    #[arg(long, value_name = "DURATION", value_parser = checked(values::parse_duration))]
+    pub sleep_between_retries: Option<String>,
+
+    /// Custom executables as name:path[,name:path…]; names: iptables, iptables-save, iptables-restore, ip6tables, ip6tables-save, ip6tables-restore (all three of a family)
+    #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
+    pub iptables_executables: Vec<String>,
+
+    /// Store the rules with firewalld so they survive reloads and reboots
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub store_firewalld: Option<bool>,
+
+    /// Print the rules (kumactl's dry-run format) and change nothing; needs no root
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub dry_run: Option<bool>,
+
+    /// Long option names in printed rules, and more detail on stderr
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub verbose: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub target: Target,
+
+    /// Print the removal transaction per family and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// More detail on stderr
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Custom executables, as for install
+    #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
+    pub iptables_executables: Vec<String>,
+}
+
+/// Wraps a parser so clap reports its error under the flag's name but keeps the text.
+fn checked<T>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |text: &str| parse(text).map(|_| text.to_string())
+}
+
+const EXECUTABLE_NAMES: [&str; 6] = [
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+];
+
+fn parse_executables(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((name, path))
+                if EXECUTABLE_NAMES.contains(&name.trim()) && !path.trim().is_empty() =>
+            {
+                Ok((name.trim().to_string(), path.trim().to_string()))
+            }
+            _ => Err(format!(
+                "'{pair}' is not name:path with a name among {}",
+                EXECUTABLE_NAMES.join(", ")
+            )),
+        })
+        .collect()
+}
+
+/// The flags given, as a partial configuration tree in kumactl's shape.
+pub fn executables_overlay(values: &[String], tree: &mut Value) {
+    for value in values {
+        for (name, path) in parse_executables(value).expect("validated by clap") {
+            set_path(tree, &format!("iptablesExecutables.{name}"), json!(path));
+        }
+    }
+}
+
+impl InstallArgs {
+    /// The flags given, as a partial configuration tree in kumactl's shape.
+    pub fn overlay(&self) -> Value {
+        let mut tree = json!({});
+        let mut set = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                set_path(&mut tree, key, value);
+            }
+        };
+        let list = |items: &[String]| (!items.is_empty()).then(|| json!(items));
+        let joined = |items: &[String]| (!items.is_empty()).then(|| json!(items.join(",")));
+        set("kumaDPUser", self.kuma_dp_user.as_ref().map(|v| json!(v)));
+        set(
+            "redirect.inbound.enabled",
+            self.redirect_inbound.map(|v| json!(v)),
+        );
+        set(
+            "redirect.inbound.port",
+            self.redirect_inbound_port.map(|v| json!(v)),
+        );
+        set(
+            "redirect.outbound.port",
+            self.redirect_outbound_port.map(|v| json!(v)),
+        );
+        set(
+            "redirect.inbound.excludePorts",
+            joined(&self.exclude_inbound_ports),
+        );
+        set(
+            "redirect.outbound.excludePorts",
+            joined(&self.exclude_outbound_ports),
+        );
+        set(
+            "redirect.inbound.excludePortsForIPs",
+            list(&self.exclude_inbound_ips),
+        );
+        set(
+            "redirect.outbound.excludePortsForIPs",
+            list(&self.exclude_outbound_ips),
+        );
+        set(
+            "redirect.outbound.excludePortsForUIDs",
+            list(&self.exclude_outbound_ports_for_uids),
+        );
+        set("redirect.dns.enabled", self.redirect_dns.map(|v| json!(v)));
+        set(
+            "redirect.dns.captureAll",
+            self.redirect_all_dns_traffic.map(|v| json!(v)),
+        );
+        set(
+            "redirect.dns.port",
+            self.redirect_dns_port.map(|v| json!(v)),
+        );
+        set(
+            "redirect.dns.skipConntrackZoneSplit",
+            self.skip_dns_conntrack_zone_split.map(|v| json!(v)),
+        );
+        set(
+            "dropInvalidPackets",
+            self.drop_invalid_packets.map(|v| json!(v)),
+        );
+        set("redirect.vnet.networks", list(&self.vnet));
+        set(
+            "redirect.inbound.insertRedirectInsteadOfAppend",
+            self.redirect_inbound_insert_instead_of_append
+                .map(|v| json!(v)),
+        );
+        set(
+            "redirect.outbound.insertRedirectInsteadOfAppend",
+            self.redirect_outbound_insert_instead_of_append
+                .map(|v| json!(v)),
+        );
+        set("log.enabled", self.iptables_logs.map(|v| json!(v)));
+        set("comments.disabled", self.disable_comments.map(|v| json!(v)));
+        set(
+            "ipFamilyMode",
+            self.ip_family_mode.as_ref().map(|v| json!(v)),
+        );
+        set("wait", self.wait.map(|v| json!(v)));
+        set("waitInterval", self.wait_interval.map(|v| json!(v)));
+        set("retry.maxRetries", self.max_retries.map(|v| json!(v)));
+        set(
+            "retry.sleepBetweenRetries",
+            self.sleep_between_retries.as_ref().map(|v| json!(v)),
+        );
+        set("storeFirewalld", self.store_firewalld.map(|v| json!(v)));
+        set("dryRun", self.dry_run.map(|v| json!(v)));
+        set("verbose", self.verbose.map(|v| json!(v)));
+        executables_overlay(&self.iptables_executables, &mut tree);
+        tree
+    }
+
+    /// kumactl rejects the two DNS flags together (config files may set both).
+    pub fn conflicting_dns_flags(&self) -> bool {
+        self.redirect_dns == Some(true) && self.redirect_all_dns_traffic == Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kumactl_spelling_and_bool_forms_parse() {
+        let cli = Cli::try_parse_from([
+            "tproxy-firewalld",
+            "install",
+            "transparent-proxy",
+            "--redirect-dns",
+            "--redirect-inbound=false",
+            "--exclude-inbound-ports",
+            "22,80",
+            "--exclude-inbound-ports",
+            "443",
+        ])
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("install expected")
+        };
+        let tree = args.overlay();
+        assert_eq!(tree["redirect"]["dns"]["enabled"], json!(true));
+        assert_eq!(tree["redirect"]["inbound"]["enabled"], json!(false));
+        assert_eq!(
+            tree["redirect"]["inbound"]["excludePorts"],
+            json!("22,80,443")
+        );
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors_naming_the_flag() {
+        for args in [
+            ["--redirect-inbound-port", "0"],
+            ["--exclude-inbound-ports", "22,70000"],
+            ["--exclude-outbound-ips", "10.0.0.1 -j ACCEPT"],
+            ["--exclude-outbound-ports-for-uids", "http:3000-5000:1"],
+            ["--vnet", "docker0"],
+            ["--ip-family-mode", "ipv6"],
+            ["--iptables-executables", "iptables"],
+        ] {
+            let err =
+                Cli::try_parse_from(["tproxy-firewalld", "install", args[0], args[1]]).unwrap_err();
+            assert_eq!(err.exit_code(), EXIT_BAD_INPUT);
+            assert!(err.to_string().contains(args[0]), "{}", err);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The subcommands: thin glue from parsed flags to config, rules and a backend.
+
+mod install;
+mod uninstall;
+
+use std::fmt;
+
+use anyhow::Result;
+
+use crate::backend::xtables::{Mode, RestoreOptions, Xtables};
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ExecutablePaths};
+use crate::ruleset::Family;
+
+/// Bad input from the user: reported in one line with exit status 2, nothing changed.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Install(args) => install::run(&args),
+        Command::Uninstall(args) => uninstall::run(&args),
+    }
+}
+
+/// Notices go to stderr so that stdout carries only data (rules, plans).
+fn notice(message: impl fmt::Display) {
+    eprintln!("tproxy-firewalld: {message}");
+}
+
+/// The iptables executables of each family: IPv4 must exist; IPv6 follows its mode and
+/// is skipped when missing.
+fn detect_xtables(paths: &ExecutablePaths) -> Result<Vec<Xtables>> {
+    let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), None)?;
+    let mode: Mode = ipv4.mode;
+    let mut families = vec![ipv4];
+    match Xtables::detect(Family::V6, paths.ipv6.as_ref(), Some(mode)) {
+        Ok(ipv6) => families.push(ipv6),
+        Err(error) => notice(format!("IPv6: {error:#}; IPv6 rules are left alone")),
+    }
+    Ok(families)
+}
+
+fn restore_options(config: &Config) -> RestoreOptions {
+    RestoreOptions {
+        wait_seconds: config.wait_seconds,
+        wait_interval_micros: config.wait_interval_micros,
+        max_retries: config.max_retries,
+        sleep_between_retries: config.sleep_between_retries,
+    }
+}

@@ -1,0 +1,214 @@
+//! The configuration document in kumactl's shape (`kumaDPUser`, `redirect.inbound.port`, …).
+//! Every layer (files, environment, flags) is a partial JSON tree of this shape; the merged
+//! tree is deserialised here, so an unknown key or a wrong type is reported by its path.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::values::parse_port;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    #[serde(rename = "kumaDPUser", deserialize_with = "string_or_number")]
+    pub kuma_dp_user: String,
+    pub ip_family_mode: String,
+    pub redirect: Redirect,
+    pub drop_invalid_packets: bool,
+    pub verbose: bool,
+    pub dry_run: bool,
+    pub log: Log,
+    pub wait: Option<u32>,
+    pub wait_interval: u32,
+    pub retry: Retry,
+    pub store_firewalld: bool,
+    pub iptables_executables: Executables,
+    pub comments: Comments,
+    pub cni_mode: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redirect {
+    pub inbound: Flow,
+    pub outbound: Flow,
+    pub dns: Dns,
+    pub vnet: Vnet,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Flow {
+    pub enabled: bool,
+    #[serde(deserialize_with = "optional_port")]
+    pub port: Option<u16>,
+    #[serde(deserialize_with = "port_list")]
+    pub include_ports: Vec<u16>,
+    #[serde(deserialize_with = "port_list")]
+    pub exclude_ports: Vec<u16>,
+    #[serde(rename = "excludePortsForUIDs")]
+    pub exclude_ports_for_uids: Vec<String>,
+    #[serde(rename = "excludePortsForIPs")]
+    pub exclude_ports_for_ips: Vec<String>,
+    pub insert_redirect_instead_of_append: bool,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+            include_ports: Vec::new(),
+            exclude_ports: Vec::new(),
+            exclude_ports_for_uids: Vec::new(),
+            exclude_ports_for_ips: Vec::new(),
+            insert_redirect_instead_of_append: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Dns {
+    pub enabled: bool,
+    #[serde(deserialize_with = "optional_port")]
+    pub port: Option<u16>,
+    pub capture_all: bool,
+    pub skip_conntrack_zone_split: bool,
+    pub resolv_config_path: String,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: None,
+            capture_all: false,
+            skip_conntrack_zone_split: false,
+            resolv_config_path: "/etc/resolv.conf".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vnet {
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub enabled: bool,
+    pub level: u8,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            level: 7,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Retry {
+    pub max_retries: u32,
+    pub sleep_between_retries: String,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_retries: 4,
+            sleep_between_retries: "2s".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Executables {
+    pub iptables: Option<String>,
+    #[serde(rename = "iptables-save")]
+    pub iptables_save: Option<String>,
+    #[serde(rename = "iptables-restore")]
+    pub iptables_restore: Option<String>,
+    pub ip6tables: Option<String>,
+    #[serde(rename = "ip6tables-save")]
+    pub ip6tables_save: Option<String>,
+    #[serde(rename = "ip6tables-restore")]
+    pub ip6tables_restore: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Comments {
+    pub disabled: bool,
+}
+
+/// Port fields accept a number or a string, as kumactl's `Port` does.
+fn optional_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let value = ScalarOrList::deserialize(deserializer)?;
+    match value {
+        ScalarOrList::Scalar(text) => parse_port(&text).map(Some).map_err(de::Error::custom),
+        ScalarOrList::List(_) => Err(de::Error::custom("expected one port, found a list")),
+    }
+}
+
+/// Port lists accept a number, a comma-separated string or a list of either.
+fn port_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::Error> {
+    let items = match ScalarOrList::deserialize(deserializer)? {
+        ScalarOrList::Scalar(text) => vec![text],
+        ScalarOrList::List(items) => items,
+    };
+    let mut ports = Vec::new();
+    for item in items {
+        ports.extend(super::values::parse_port_list(&item).map_err(de::Error::custom)?);
+    }
+    Ok(ports)
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match ScalarOrList::deserialize(deserializer)? {
+        ScalarOrList::Scalar(text) => Ok(text),
+        ScalarOrList::List(_) => Err(de::Error::custom(
+            "expected a user name or UID, found a list",
+        )),
+    }
+}
+
+/// A scalar (string or integer) or a list of scalars, normalised to text.
+enum ScalarOrList {
+    Scalar(String),
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ScalarOrList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Number(u64),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(Scalar),
+            Many(Vec<Scalar>),
+        }
+        let text = |s: Scalar| match s {
+            Scalar::Text(t) => t,
+            Scalar::Number(n) => n.to_string(),
+        };
+        match Raw::deserialize(deserializer)
+            .map_err(|_| de::Error::custom("expected a number, a string or a list of them"))?
+        {
+            Raw::One(s) => Ok(Self::Scalar(text(s))),
+            Raw::Many(items) => Ok(Self::List(items.into_iter().map(text).collect())),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Where configuration comes from: files (YAML or JSON, `-` for stdin), the
+//! `KUMA_TRANSPARENT_PROXY_*` environment and flags. Each becomes a partial JSON tree;
+//! trees are merged in precedence order (a later object overrides field by field, any
+//! other value — lists included — replaces the earlier one).
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::settings::Settings;
+use super::ConfigError;
+
+/// Refuse absurd inputs early: a real config is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+pub const ENV_PREFIX: &str = "KUMA_TRANSPARENT_PROXY_";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Bool,
+    Number,
+    List,
+}
+
+/// Environment variables kumactl reads (envconfig names) and the key each sets.
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("KUMA_DP_USER", "kumaDPUser", Kind::Text),
+    ("IP_FAMILY_MODE", "ipFamilyMode", Kind::Text),
+    (
+        "REDIRECT_INBOUND_ENABLED",
+        "redirect.inbound.enabled",
+        Kind::Bool,
+    ),
+    ("REDIRECT_INBOUND_PORT", "redirect.inbound.port", Kind::Text),
+    (
+        "REDIRECT_INBOUND_INCLUDE_PORTS",
+        "redirect.inbound.includePorts",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_INBOUND_EXCLUDE_PORTS",
+        "redirect.inbound.excludePorts",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_INBOUND_EXCLUDE_PORTS_FOR_UIDS",
+        "redirect.inbound.excludePortsForUIDs",
+        Kind::List,
+    ),
+    (
+        "REDIRECT_INBOUND_EXCLUDE_PORTS_FOR_IPS",
+        "redirect.inbound.excludePortsForIPs",
+        Kind::List,
+    ),
+    (
+        "REDIRECT_INBOUND_INSERT_REDIRECT_INSTEAD_OF_APPEND",
+        "redirect.inbound.insertRedirectInsteadOfAppend",
+        Kind::Bool,
+    ),
+    (
+        "REDIRECT_OUTBOUND_ENABLED",
+        "redirect.outbound.enabled",
+        Kind::Bool,
+    ),
+    (
+        "REDIRECT_OUTBOUND_PORT",
+        "redirect.outbound.port",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_OUTBOUND_INCLUDE_PORTS",
+        "redirect.outbound.includePorts",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_OUTBOUND_EXCLUDE_PORTS",
+        "redirect.outbound.excludePorts",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_OUTBOUND_EXCLUDE_PORTS_FOR_UIDS",
+        "redirect.outbound.excludePortsForUIDs",
+        Kind::List,
+    ),
+    (
+        "REDIRECT_OUTBOUND_EXCLUDE_PORTS_FOR_IPS",
+        "redirect.outbound.excludePortsForIPs",
+        Kind::List,
+    ),
+    (
+        "REDIRECT_OUTBOUND_INSERT_REDIRECT_INSTEAD_OF_APPEND",
+        "redirect.outbound.insertRedirectInsteadOfAppend",
+        Kind::Bool,
+    ),
+    ("REDIRECT_DNS_ENABLED", "redirect.dns.enabled", Kind::Bool),
+    ("REDIRECT_DNS_PORT", "redirect.dns.port", Kind::Text),
+    (
+        "REDIRECT_DNS_CAPTURE_ALL",
+        "redirect.dns.captureAll",
+        Kind::Bool,
+    ),
+    (
+        "REDIRECT_DNS_SKIP_CONNTRACK_ZONE_SPLIT",
+        "redirect.dns.skipConntrackZoneSplit",
+        Kind::Bool,
+    ),
+    (
+        "REDIRECT_DNS_RESOLV_CONFIG_PATH",
+        "redirect.dns.resolvConfigPath",
+        Kind::Text,
+    ),
+    (
+        "REDIRECT_VNET_NETWORKS",
+        "redirect.vnet.networks",
+        Kind::List,
+    ),
+    ("DROP_INVALID_PACKETS", "dropInvalidPackets", Kind::Bool),
+    ("VERBOSE", "verbose", Kind::Bool),
+    ("DRY_RUN", "dryRun", Kind::Bool),
+    ("LOG_ENABLED", "log.enabled", Kind::Bool),
+    ("LOG_LEVEL", "log.level", Kind::Number),
+    ("WAIT", "wait", Kind::Number),
+    ("WAIT_INTERVAL", "waitInterval", Kind::Number),
+    ("RETRY_MAX_RETRIES", "retry.maxRetries", Kind::Number),
+    (
+        "RETRY_SLEEP_BETWEEN_RETRIES",
+        "retry.sleepBetweenRetries",
+        Kind::Text,
+    ),
+    ("STORE_FIREWALLD", "storeFirewalld", Kind::Bool),
+    ("COMMENTS_DISABLED", "comments.disabled", Kind::Bool),
+    ("CNI_MODE", "cniMode", Kind::Bool),
+];
+
+/// Reads one `--config` source (a path or `-` for stdin) into a checked partial tree.
+pub fn read_config_file(source: &str, stdin: &mut dyn Read) -> Result<Value, ConfigError> {
+    let fail = |message: String| ConfigError::File {
+        path: source.to_string(),
+        message,
+    };
+    let mut bytes = Vec::new();
+    let read = if source == "-" {
+        stdin.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(Path::new(source))
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".to_string()))?;
+    let value: Value = if text.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_norway::from_str(&text).map_err(|e| fail(e.to_string()))?
+    };
+    let value = match value {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(_) => value,
+        _ => return Err(fail("the document must be a mapping of keys".to_string())),
+    };
+    check(&value).map_err(fail)?;
+    Ok(value)
+}
+
+/// Builds the partial tree from `KUMA_TRANSPARENT_PROXY_*` variables; unknown names are
+/// returned so the caller can warn about them.
+pub fn environment_layer(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Value, Vec<String>), ConfigError> {
+    let mut tree = Value::Object(Map::new());
+    let mut unknown = Vec::new();
+    for (name, raw) in vars {
+        let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((_, key, kind)) = ENV_KEYS.iter().find(|(s, _, _)| *s == suffix) else {
+            unknown.push(name);
+            continue;
+        };
+        let bad = |what: &str| ConfigError::Environment {
+            name: name.clone(),
+            message: format!("'{raw}' is not {what}"),
+        };
+        let value = match kind {
+            Kind::Text => Value::String(raw.clone()),
+            Kind::Bool => Value::Bool(parse_bool(&raw).ok_or_else(|| bad("a boolean"))?),
+            Kind::Number => Value::Number(
+                raw.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad("a number"))?
+                    .into(),
+            ),
+            Kind::List => Value::Array(
+                raw.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| Value::String(s.to_string()))
+                    .collect(),
+            ),
+        };
+        set_path(&mut tree, key, value);
+        check(&tree).map_err(|message| ConfigError::Environment {
+            name: name.clone(),
+            message,
+        })?;
+    }
+    Ok((tree, unknown))
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => Some(true),
+        "0" | "f" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Sets `a.b.c` in a JSON tree, creating objects on the way.
+pub fn set_path(tree: &mut Value, dotted: &str, value: Value) {
+    let mut node = tree;
+    let mut keys = dotted.split('.').peekable();
+    while let Some(key) = keys.next() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let map = node.as_object_mut().expect("made an object above");
+        if keys.peek().is_none() {
+            map.insert(key.to_string(), value);
+            return;
+        }
+        node = map
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Overlays `top` on `base`: objects merge key by key, anything else replaces.
+pub fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(base), Value::Object(top)) => {
+            for (key, value) in top {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, top) => *base = top,
+    }
+}
+
+/// Deserialises a tree, naming the path of the first problem (`redirect.inbound.port: …`).
+pub fn deserialize(value: &Value) -> Result<Settings, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+fn check(value: &Value) -> Result<(), String> {
+    deserialize(value).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn later_objects_override_field_by_field_and_lists_replace() {
+        let mut base = json!({"redirect": {"dns": {"enabled": false, "port": 7777},
+                                           "inbound": {"excludePorts": [1, 2]}}});
+        merge(
+            &mut base,
+            json!({"redirect": {"dns": {"enabled": true}, "inbound": {"excludePorts": [3]}}}),
+        );
+        assert_eq!(
+            base,
+            json!({"redirect": {"dns": {"enabled": true, "port": 7777},
+                                "inbound": {"excludePorts": [3]}}})
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = read_config_file("-", &mut "redirect:\n  inbound:\n    bogus: 1\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redirect.inbound"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let err = read_config_file("-", &mut "redirect: {dns: {port: 70000}}".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redirect.dns.port"), "{err}");
+        assert!(err.contains("70000"), "{err}");
+        assert!(read_config_file("-", &mut "[1, 2]".as_bytes()).is_err());
+        assert!(read_config_file("-", &mut "{\"wait\": \"x\"}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn json_and_yaml_both_load() {
+        let json = read_config_file(
+            "-",
+            &mut r#"{"redirect":{"inbound":{"port":"1234"}}}"#.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            deserialize(&json).unwrap().redirect.inbound.port,
+            Some(1234)
+        );
+        let yaml = read_config_file("-", &mut "kumaDPUser: 5678\n".as_bytes()).unwrap();
+        assert_eq!(deserialize(&yaml).unwrap().kuma_dp_user, "5678");
+    }
+
+    #[test]
+    fn environment_maps_to_keys() {
+        let (tree, unknown) = environment_layer([
+            (
+                "KUMA_TRANSPARENT_PROXY_REDIRECT_INBOUND_PORT".to_string(),
+                "1234".to_string(),
+            ),
+            (
+                "KUMA_TRANSPARENT_PROXY_STORE_FIREWALLD".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "KUMA_TRANSPARENT_PROXY_REDIRECT_VNET_NETWORKS".to_string(),
+                "a:10.0.0.0/8,b:10.1.0.0/16".to_string(),
+            ),
+            ("KUMA_TRANSPARENT_PROXY_NOPE".to_string(), "1".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ])
+        .unwrap();
+        let settings = deserialize(&tree).unwrap();
+        assert_eq!(settings.redirect.inbound.port, Some(1234));
+        assert!(settings.store_firewalld);
+        assert_eq!(settings.redirect.vnet.networks.len(), 2);
+        assert_eq!(unknown, vec!["KUMA_TRANSPARENT_PROXY_NOPE".to_string()]);
+        let err = environment_layer([(
+            "KUMA_TRANSPARENT_PROXY_REDIRECT_DNS_ENABLED".to_string(),
+            "maybe".to_string(),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("KUMA_TRANSPARENT_PROXY_REDIRECT_DNS_ENABLED"),
+            "{err}"
+        );
+    }
+}

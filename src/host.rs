@@ -1,0 +1,165 @@
+//! Facts about this host that the rules depend on: the kuma-dp UID, the loopback interface,
+//! IPv6 availability and the DNS servers. Read here so the rule model stays pure.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+use nix::unistd::{Uid, User};
+
+/// kumactl's defaults when no user is given.
+pub const DEFAULT_UID: u32 = 5678;
+pub const DEFAULT_USER: &str = "kuma-dp";
+
+/// Resolves `--kuma-dp-user` (a name or a UID) as kumactl does: a UID that exists, else a
+/// user name; with nothing given, UID 5678, else user `kuma-dp`.
+pub fn resolve_kuma_dp_uid(given: Option<&str>) -> Result<u32, String> {
+    let lookup = |text: &str| -> Option<u32> {
+        if let Ok(uid) = text.parse::<u32>() {
+            if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) {
+                return Some(user.uid.as_raw());
+            }
+        }
+        User::from_name(text).ok().flatten().map(|u| u.uid.as_raw())
+    };
+    match given {
+        Some(text) => lookup(text).ok_or_else(|| {
+            format!("--kuma-dp-user: '{text}' is neither a UID nor a user name on this host")
+        }),
+        None => lookup(&DEFAULT_UID.to_string())
+            .or_else(|| lookup(DEFAULT_USER))
+            .ok_or_else(|| {
+                format!("--kuma-dp-user: not given, and neither UID {DEFAULT_UID} nor user '{DEFAULT_USER}' exists; create the user or pass --kuma-dp-user")
+            }),
+    }
+}
+
+/// The name of the loopback interface (IFF_LOOPBACK), `lo` on every Linux we know of.
+pub fn loopback_interface() -> String {
+    const IFF_LOOPBACK: u32 = 0x8;
+    let found = std::fs::read_dir("/sys/class/net")
+        .ok()
+        .and_then(|entries| {
+            entries.flatten().find_map(|entry| {
+                let flags = std::fs::read_to_string(entry.path().join("flags")).ok()?;
+                let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+                (flags & IFF_LOOPBACK != 0)
+                    .then(|| entry.file_name().to_string_lossy().into_owned())
+            })
+        });
+    found.unwrap_or_else(|| "lo".to_string())
+}
+
+/// True when some interface has an IPv6 address other than loopback (kumactl's test for
+/// enabling IPv6 rules).
+pub fn has_non_loopback_ipv6() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .map(|text| {
+            text.lines().any(|line| {
+                line.split_ascii_whitespace()
+                    .next()
+                    .is_some_and(|addr| addr != "00000000000000000000000000000001")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// `nameserver` entries of a resolv.conf, zone suffixes (`%eth0`) dropped.
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_ascii_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+                .and_then(|addr| addr.split('%').next()?.parse().ok())
+        })
+        .collect()
+}
+
+pub fn read_dns_servers(path: &Path) -> Result<Vec<IpAddr>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read DNS servers from {}", path.display()))?;
+    Ok(parse_resolv_conf(&text))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a program with an argv (never a shell), optionally feeding stdin.
+pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> io::Result<Output> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    if let Some(input) = stdin {
+        use io::Write as _;
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        pipe.write_all(input.as_bytes())?;
+    }
+    child.wait_with_output()
+}
+
+/// Like [`run`], but a non-zero exit is an error carrying the program's stderr.
+pub fn run_checked(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let output =
+        run(program, args, stdin).with_context(|| format!("cannot run {}", program.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "{} {} failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            output.status,
+            stderr.trim().replace('\n', "; ")
+        );
+    }
+    String::from_utf8(output.stdout)
+        .with_context(|| format!("{} printed invalid UTF-8", program.display()))
+}
+
+/// Adds `::6/128` to the loopback interface: Envoy's inbound passthrough cluster uses it as
+/// source address for IPv6, and kumactl adds it too.
+pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
+    let ip = Path::new("ip");
+    let output = run(ip, &["-6", "addr", "add", "::6/128", "dev", loopback], None)
+        .context("cannot run `ip` to add ::6/128 to the loopback interface (install iproute2)")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || stderr.contains("File exists") {
+        return Ok(());
+    }
+    bail!("cannot add ::6/128 to {loopback}: {}", stderr.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# c\nsearch x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver bogus\n  nameserver 1.1.1.1\n";
+        let servers: Vec<String> = parse_resolv_conf(text)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(servers, ["10.0.0.2", "fe80::1", "1.1.1.1"]);
+    }
+
+    #[test]
+    fn root_user_resolves_by_name_and_uid() {
+        assert_eq!(resolve_kuma_dp_uid(Some("root")), Ok(0));
+        assert_eq!(resolve_kuma_dp_uid(Some("0")), Ok(0));
+        let err = resolve_kuma_dp_uid(Some("no-such-user-here")).unwrap_err();
+        assert!(err.contains("no-such-user-here"), "{err}");
+    }
+}

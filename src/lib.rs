@@ -1,0 +1,13 @@
+//! tproxy-firewalld: Kuma's transparent-proxy rules, installed through firewalld's direct
+//! interface or raw iptables.
+//!
+//! Data flows one way: [`config`] (flags, files, environment → a validated `Config`) →
+//! [`ruleset`] (a pure value) → a [`backend`] that observes, plans, applies and verifies.
+
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod format;
+pub mod host;
+pub mod ruleset;

@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tproxy_firewalld::cli::{Cli, EXIT_BAD_INPUT, EXIT_FAILURE};
+use tproxy_firewalld::commands::{self, BadInput};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the cause chain joined, as the operator needs it.
+            eprintln!("tproxy-firewalld: error: {error:#}");
+            let code = if error.downcast_ref::<BadInput>().is_some() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILURE
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
