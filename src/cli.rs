@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install the transparent-proxy rules (same flags and rules as `kumactl install transparent-proxy`)
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Remove every rule and chain this tool or kumactl installed, and nothing else
     Uninstall(UninstallArgs),
 }

@@ -135,7 +135,8 @@ pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
     let output = run(ip, &["-6", "addr", "add", "::6/128", "dev", loopback], None)
         .context("cannot run `ip` to add ::6/128 to the loopback interface (install iproute2)")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.success() || stderr.contains("File exists") {
+    let already_there = stderr.contains("File exists") || stderr.contains("already assigned");
+    if output.status.success() || already_there {
         return Ok(());
     }
     bail!("cannot add ::6/128 to {loopback}: {}", stderr.trim())

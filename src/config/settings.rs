@@ -46,9 +46,9 @@ pub struct Flow {
     pub include_ports: Vec<u16>,
     #[serde(deserialize_with = "port_list")]
     pub exclude_ports: Vec<u16>,
-    #[serde(rename = "excludePortsForUIDs")]
+    #[serde(rename = "excludePortsForUIDs", deserialize_with = "text_list")]
     pub exclude_ports_for_uids: Vec<String>,
-    #[serde(rename = "excludePortsForIPs")]
+    #[serde(rename = "excludePortsForIPs", deserialize_with = "text_list")]
     pub exclude_ports_for_ips: Vec<String>,
     pub insert_redirect_instead_of_append: bool,
 }
@@ -93,6 +93,7 @@ impl Default for Dns {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Vnet {
+    #[serde(deserialize_with = "text_list")]
     pub networks: Vec<String>,
 }
 
@@ -169,6 +170,14 @@ fn port_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::
         ports.extend(super::values::parse_port_list(&item).map_err(de::Error::custom)?);
     }
     Ok(ports)
+}
+
+/// Lists of specs whose items may be written as bare numbers (`- 1` for a UID).
+fn text_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    match ScalarOrList::deserialize(deserializer)? {
+        ScalarOrList::List(items) => Ok(items),
+        ScalarOrList::Scalar(_) => Err(de::Error::custom("expected a list")),
+    }
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

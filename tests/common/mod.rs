@@ -1,0 +1,267 @@
+//! Test harness: a throwaway network + mount namespace per test, so nothing a test does
+//! reaches the host's firewall. A keeper process holds the namespaces; commands enter them
+//! with nsenter; dropping the sandbox kills the keeper and the namespaces vanish.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tproxy-firewalld");
+pub const KUMA_DP_UID: u32 = 5678;
+pub const APP_UID: u32 = 4242;
+
+/// Returns false when namespaces are unavailable; under CI=true that fails the test instead,
+/// so CI can never pass by skipping.
+pub fn namespaces_available(test: &str) -> bool {
+    let root = nix_is_root();
+    let ok = root
+        && Command::new("unshare")
+            .args(["-m", "-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+        && which("iptables-save");
+    if !ok {
+        let why = if root {
+            "unshare -m -n or iptables is unavailable"
+        } else {
+            "not root"
+        };
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: needs root, namespaces and iptables ({why}); CI must not skip it");
+        }
+        eprintln!("SKIPPED {test}: {why}");
+    }
+    ok
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+pub fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|dir| dir.join(program).is_file())
+    })
+}
+
+pub struct Sandbox {
+    keeper: Child,
+    pub dir: TempDir,
+}
+
+impl Sandbox {
+    /// A namespace with loopback up, a veth pair carrying IPv4 and IPv6 addresses (so the
+    /// host counts as dual-stack) and a passwd that knows kuma-dp (5678) and app (4242).
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("tproxy-test-")
+            .tempdir()
+            .expect("temp dir");
+        let keeper = Command::new("unshare")
+            .args([
+                "--mount",
+                "--net",
+                "--propagation",
+                "private",
+                "sleep",
+                "3600",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start namespace keeper");
+        let sandbox = Sandbox { keeper, dir };
+        // unshare execs sleep once the namespaces exist; wait until its mount ns differs.
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        for _ in 0..200 {
+            if std::fs::read_link(format!("/proc/{}/ns/net", sandbox.pid()))
+                .ok()
+                .as_ref()
+                != Some(&own)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let passwd = sandbox.dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
+                 kuma-dp:x:{KUMA_DP_UID}:{KUMA_DP_UID}::/nonexistent:/usr/sbin/nologin\n\
+                 app:x:{APP_UID}:{APP_UID}::/nonexistent:/usr/sbin/nologin\n"
+            ),
+        )
+        .unwrap();
+        let resolv = sandbox.dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00::53\n").unwrap();
+        for args in [
+            vec!["mount", "--bind", passwd.to_str().unwrap(), "/etc/passwd"],
+            vec![
+                "mount",
+                "--bind",
+                resolv.to_str().unwrap(),
+                "/etc/resolv.conf",
+            ],
+            vec!["ip", "link", "set", "lo", "up"],
+            vec![
+                "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ],
+            vec!["ip", "addr", "add", "192.0.2.1/24", "dev", "veth0"],
+            vec![
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "fd00::1/64",
+                "dev",
+                "veth0",
+                "nodad",
+            ],
+            vec!["ip", "link", "set", "veth0", "up"],
+            vec!["ip", "link", "set", "veth1", "up"],
+        ] {
+            sandbox.ok(&args);
+        }
+        sandbox
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.keeper.id()
+    }
+
+    /// Runs a command inside the namespaces.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run nsenter")
+    }
+
+    /// A command inside the namespaces, to add stdin, env or a UID before running it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .args(["-t", &self.pid().to_string(), "-m", "-n", "--"])
+            .args(args);
+        command
+    }
+
+    /// Runs a command and fails the test with its stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs our binary inside the namespaces.
+    pub fn tproxy(&self, args: &[&str]) -> Output {
+        let mut full = vec![BIN];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    pub fn tproxy_ok(&self, args: &[&str]) -> String {
+        let output = self.tproxy(args);
+        assert!(
+            output.status.success(),
+            "tproxy-firewalld {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `iptables-save` (or ip6tables-save) of the sandbox, without counters or comments.
+    pub fn save(&self, program: &str) -> String {
+        normalise_counters(&self.ok(&[program]))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.keeper.kill();
+        let _ = self.keeper.wait();
+    }
+}
+
+/// Drops `#` lines and chain counters, so two saves compare equal byte for byte.
+pub fn normalise_counters(save: &str) -> String {
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.strip_prefix(':') {
+            Some(_) => l.rsplit_once(" [").map_or(l, |(head, _)| head).to_string(),
+            None => l.to_string(),
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// The reference's normalisation: counters and comments dropped, `-o <iface>` replaced
+/// with `-o ifPlaceholder`, tables without rules dropped.
+pub fn normalise_like_reference(save: &str) -> String {
+    let text = normalise_counters(save);
+    let mut out = String::new();
+    let mut table: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line = replace_out_interface(line);
+        let done = line == "COMMIT";
+        table.push(line);
+        if done {
+            if table.iter().any(|l| l.starts_with("-A ")) {
+                for l in &table {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            table.clear();
+        }
+    }
+    out
+}
+
+fn replace_out_interface(line: &str) -> String {
+    let mut words: Vec<&str> = line.split(' ').collect();
+    for i in 0..words.len().saturating_sub(1) {
+        if words[i] == "-o" {
+            words[i + 1] = "ifPlaceholder";
+        }
+    }
+    words.join(" ")
+}
+
+/// The project's expected outputs live beside the tests.
+pub fn expected(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expected")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Compares with an expected file; with UPDATE_EXPECTED=1 rewrites it instead (review the diff).
+pub fn assert_expected(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expected")
+        .join(name);
+    if std::env::var("UPDATE_EXPECTED").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = expected(name);
+    assert!(
+        want == actual,
+        "{name} differs:\n--- expected\n{want}\n--- actual\n{actual}"
+    );
+}

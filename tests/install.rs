@@ -1,0 +1,378 @@
+//! `install` and `uninstall` with the raw iptables backend, each test in its own network
+//! namespace, asserting on what iptables-save reads back from the kernel.
+
+mod common;
+
+use common::{assert_expected, namespaces_available, normalise_like_reference, Sandbox};
+
+const MULTIPLE_FLAGS: &[&str] = &[
+    "--redirect-all-dns-traffic",
+    "--vnet",
+    "docker0:172.17.0.0/16",
+    "--vnet",
+    "br+:172.18.0.0/16",
+    "--vnet",
+    "iface:::1/64",
+    "--exclude-outbound-ports-for-uids",
+    "53,3000-5000:106-108",
+    "--exclude-outbound-ips",
+    "10.0.0.1,192.168.0.0/24,fe80::1",
+    "--exclude-outbound-ips",
+    "fd00::/8",
+    "--exclude-outbound-ports",
+    "1,22,333",
+    "--exclude-inbound-ports",
+    "4444,55555",
+    "--exclude-inbound-ips",
+    "192.168.0.1,172.32.16.8/16,fe80::/10",
+    "--exclude-inbound-ips",
+    "a81b:a033:6399:73c7:72b6:aa8c:6f22:7098",
+];
+
+const CONFIG_1: &str = "redirect:\n  dns:\n    enabled: false\n    port: 7777\n";
+const CONFIG_2: &str = "redirect:\n  dns:\n    enabled: true\n    port: 8888\n  outbound:\n    excludePortsForIPs:\n    - 10.11.12.13\n    - 172.14.15.16/32\n  inbound:\n    excludePorts:\n    - 10000\n    - 20000\n";
+const CONFIG_STDIN: &str = "redirect:
+  vnet:
+    networks:
+    - docker2:10.0.0.0/8
+    - docker0:172.17.0.0/16
+    - br+:172.18.0.0/16
+    - iface:::1/64
+  dns:
+    enabled: true
+    captureAll: true
+  inbound:
+    enabled: true
+    excludePorts:
+    - 4444
+    - 55555
+    excludePortsForIPs:
+    - 192.168.0.1,172.32.16.8/16,fe80::/10
+    - a81b:a033:6399:73c7:72b6:aa8c:6f22:7098
+  outbound:
+    enabled: true
+    excludePortsForUIDs:
+    - 1
+    - 2-3:4-5
+    excludePorts:
+    - 6
+    - 77
+    - 888
+    excludePortsForIPs:
+    - 10.0.0.1,192.168.0.0/24,fe80::1
+    - fd00::/8
+";
+
+fn install_and_compare(sandbox: &Sandbox, set: &str, args: &[&str]) {
+    let mut full = vec!["install", "--kuma-dp-user", "kuma-dp"];
+    full.extend_from_slice(args);
+    sandbox.tproxy_ok(&full);
+    assert_expected(
+        &format!("install/{set}.iptables"),
+        &normalise_like_reference(&sandbox.ok(&["iptables-save"])),
+    );
+    assert_expected(
+        &format!("install/{set}.ip6tables"),
+        &normalise_like_reference(&sandbox.ok(&["ip6tables-save"])),
+    );
+}
+
+#[test]
+fn default_flags_give_the_reference_rules() {
+    if !namespaces_available("default_flags_give_the_reference_rules") {
+        return;
+    }
+    install_and_compare(&Sandbox::new(), "default", &[]);
+}
+
+#[test]
+fn multiple_flags_give_the_reference_rules() {
+    if !namespaces_available("multiple_flags_give_the_reference_rules") {
+        return;
+    }
+    install_and_compare(&Sandbox::new(), "with-multiple-flags", MULTIPLE_FLAGS);
+}
+
+#[test]
+fn multiple_config_files_give_the_reference_rules() {
+    if !namespaces_available("multiple_config_files_give_the_reference_rules") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let (one, two) = (sandbox.path("1.yaml"), sandbox.path("2.yaml"));
+    std::fs::write(&one, CONFIG_1).unwrap();
+    std::fs::write(&two, CONFIG_2).unwrap();
+    let mut child = sandbox
+        .command(&[
+            common::BIN,
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--config",
+            one.to_str().unwrap(),
+            "--config",
+            two.to_str().unwrap(),
+            "--config",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(CONFIG_STDIN.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_expected(
+        "install/with-multiple-config-flags.iptables",
+        &normalise_like_reference(&sandbox.ok(&["iptables-save"])),
+    );
+    assert_expected(
+        "install/with-multiple-config-flags.ip6tables",
+        &normalise_like_reference(&sandbox.ok(&["ip6tables-save"])),
+    );
+}
+
+/// Foreign chains and rules in every table we touch, both families.
+fn add_foreign_rules(sandbox: &Sandbox) {
+    for program in ["iptables", "ip6tables"] {
+        for args in [
+            "-t nat -N FOREIGN_NAT",
+            "-t nat -A FOREIGN_NAT -p tcp --dport 8080 -j RETURN",
+            "-t nat -A PREROUTING -p tcp --dport 9999 -j FOREIGN_NAT",
+            "-t nat -A OUTPUT -p udp --dport 5353 -m comment --comment foreign-output -j RETURN",
+            "-t nat -A POSTROUTING -o veth0 -j MASQUERADE",
+            "-t raw -N FOREIGN_RAW",
+            "-t raw -A OUTPUT -p udp --dport 123 -j CT --notrack",
+            "-t raw -A PREROUTING -j FOREIGN_RAW",
+            "-t mangle -N FOREIGN_MANGLE",
+            "-t mangle -A PREROUTING -p tcp --dport 7000 -j FOREIGN_MANGLE",
+            "-t mangle -A FOREIGN_MANGLE -j MARK --set-mark 7",
+            "-t filter -A INPUT -p tcp --dport 22 -j ACCEPT",
+        ] {
+            let mut full = vec![program];
+            full.extend(args.split(' '));
+            sandbox.ok(&full);
+        }
+    }
+}
+
+#[test]
+fn uninstall_restores_foreign_tables_byte_for_byte() {
+    if !namespaces_available("uninstall_restores_foreign_tables_byte_for_byte") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    add_foreign_rules(&sandbox);
+    let before = (
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    );
+    let mut args = vec![
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--redirect-dns",
+        "--drop-invalid-packets",
+        "--iptables-logs",
+    ];
+    args.extend_from_slice(MULTIPLE_FLAGS);
+    args.retain(|a| *a != "--redirect-all-dns-traffic");
+    sandbox.tproxy_ok(&args);
+    let installed = sandbox.save("iptables-save");
+    assert!(installed.contains("KUMA_MESH_OUTBOUND") && installed.contains("FOREIGN_NAT"));
+    assert!(installed
+        .contains("-A PREROUTING -m comment --comment \"kuma/mesh/transparent/proxy/drop packets"));
+    sandbox.tproxy_ok(&["uninstall", "transparent-proxy"]);
+    assert_eq!(sandbox.save("iptables-save"), before.0);
+    assert_eq!(sandbox.save("ip6tables-save"), before.1);
+}
+
+#[test]
+fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
+    if !namespaces_available("reinstall_is_idempotent_and_other_flags_replace_only_ours") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    add_foreign_rules(&sandbox);
+    let flags = [
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--redirect-dns",
+        "--exclude-inbound-ports",
+        "22",
+    ];
+    sandbox.tproxy_ok(&flags);
+    let first = (
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    );
+    sandbox.tproxy_ok(&flags);
+    assert_eq!(
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ),
+        first
+    );
+
+    sandbox.tproxy_ok(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--exclude-inbound-ports",
+        "2222",
+    ]);
+    let replaced = sandbox.save("iptables-save");
+    assert!(replaced.contains("--dport 2222"));
+    let ours: Vec<&str> = replaced
+        .lines()
+        .filter(|l| l.contains("kuma/mesh"))
+        .collect();
+    assert!(
+        !ours.iter().any(|l| l.contains("--dport 22 ")),
+        "old exclusion left behind:\n{replaced}"
+    );
+    assert!(
+        !ours.iter().any(|l| l.contains("CT --zone")),
+        "DNS conntrack rules left behind:\n{replaced}"
+    );
+    for foreign in [
+        "FOREIGN_NAT",
+        "foreign-output",
+        "MASQUERADE",
+        "CT --notrack",
+        "FOREIGN_MANGLE",
+        "--dport 22 -j ACCEPT",
+    ] {
+        assert!(replaced.contains(foreign), "{foreign} lost:\n{replaced}");
+    }
+}
+
+#[test]
+fn rules_left_by_kumactl_are_ours() {
+    if !namespaces_available("rules_left_by_kumactl_are_ours") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // A fresh namespace has no nat table yet; compare the tables that hold rules.
+    let before = normalise_like_reference(&sandbox.ok(&["iptables-save"]));
+    // What kumactl leaves: its chain, a commented jump and a commented DNS rule.
+    for args in [
+        vec!["-t", "nat", "-N", "KUMA_MESH_OUTBOUND"],
+        vec!["-t", "nat", "-N", "KUMA_MESH_OLD_CHAIN"],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "kuma/mesh/transparent/proxy/old",
+            "-j",
+            "KUMA_MESH_OUTBOUND",
+        ],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "53",
+            "-m",
+            "comment",
+            "--comment",
+            "kuma/mesh/transparent/proxy/dns",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15053",
+        ],
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "KUMA_MESH_OUTBOUND",
+            "-j",
+            "KUMA_MESH_OLD_CHAIN",
+        ],
+    ] {
+        let mut full = vec!["iptables"];
+        full.extend(args);
+        sandbox.ok(&full);
+    }
+    sandbox.tproxy_ok(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--ip-family-mode",
+        "ipv4",
+    ]);
+    let installed = normalise_like_reference(&sandbox.ok(&["iptables-save"]));
+    assert_eq!(installed, common::expected("install/default.iptables"));
+    sandbox.tproxy_ok(&["uninstall"]);
+    assert_eq!(
+        normalise_like_reference(&sandbox.ok(&["iptables-save"])),
+        before
+    );
+}
+
+#[test]
+fn legacy_iptables_is_used_when_it_holds_the_rules() {
+    if !namespaces_available("legacy_iptables_is_used_when_it_holds_the_rules")
+        || !common::which("iptables-legacy")
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.ok(&[
+        "iptables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "MASQUERADE",
+    ]);
+    sandbox.tproxy_ok(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--ip-family-mode",
+        "ipv4",
+    ]);
+    let legacy = normalise_like_reference(&sandbox.ok(&["iptables-legacy-save", "-t", "nat"]));
+    assert!(legacy.contains("KUMA_MESH_OUTBOUND"), "{legacy}");
+    let nft = sandbox.ok(&["iptables-nft-save"]);
+    assert!(!nft.contains("KUMA_MESH"), "rules went to nft too:\n{nft}");
+    sandbox.tproxy_ok(&["uninstall"]);
+    assert!(!sandbox.ok(&["iptables-legacy-save"]).contains("KUMA_MESH"));
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    if !namespaces_available("dry_run_changes_nothing") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let before = sandbox.save("iptables-save");
+    let out = sandbox.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp", "--dry-run"]);
+    assert!(out.starts_with("### IPv4 ###\n\n* nat\n"), "{out}");
+    assert!(out.contains("### IPv6 ###"), "{out}");
+    assert_eq!(sandbox.save("iptables-save"), before);
+}
