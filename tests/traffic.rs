@@ -1,1 +1,232 @@
-fn main() {}
+//! End to end: after `install` in a namespace, a TCP connection from an application's UID
+//! to a remote address lands on Envoy's outbound port (read back with SO_ORIGINAL_DST),
+//! while kuma-dp's own connection reaches the remote host. IPv4 and IPv6.
+//!
+//! This binary is its own helper: with TPROXY_ROLE set it acts as a listener or a client
+//! inside a namespace (started through nsenter, under another UID).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{namespaces_available, Sandbox, APP_UID, KUMA_DP_UID};
+
+const ROLE: &str = "TPROXY_ROLE";
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        let address: SocketAddr = std::env::args()
+            .nth(1)
+            .expect("address")
+            .parse()
+            .expect("socket address");
+        std::process::exit(match role.as_str() {
+            "listen" => listen(address),
+            "connect" => connect(address),
+            other => panic!("unknown role {other}"),
+        });
+    }
+    let tests: [(&str, fn()); 1] = [(
+        "redirects_applications_but_not_kuma_dp",
+        redirects_applications_but_not_kuma_dp,
+    )];
+    let mut failed = 0;
+    for (name, test) in tests {
+        match std::panic::catch_unwind(test) {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", tests.len() - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Accepts one connection within 5 s and prints `original <addr>` (the destination the
+/// client asked for, as the kernel remembers it across the REDIRECT).
+fn listen(address: SocketAddr) -> i32 {
+    let listener = TcpListener::bind(address).expect("bind");
+    listener.set_nonblocking(true).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let original = original_destination(&stream, address.is_ipv6())
+                    .map_or("none".to_string(), |a| a.to_string());
+                let mut hello = String::new();
+                let _ = stream.read_to_string(&mut hello);
+                println!("original {original} said {hello}");
+                return 0;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    println!("nothing");
+    1
+}
+
+fn connect(address: SocketAddr) -> i32 {
+    match TcpStream::connect_timeout(&address, Duration::from_secs(3)) {
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"hello");
+            0
+        }
+        Err(error) => {
+            eprintln!("connect {address}: {error}");
+            1
+        }
+    }
+}
+
+/// `None` for a connection that was not NATed.
+fn original_destination(stream: &TcpStream, ipv6: bool) -> Option<SocketAddr> {
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    let fd = stream.as_raw_fd();
+    unsafe {
+        if ipv6 {
+            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                SO_ORIGINAL_DST,
+                &mut addr as *mut _ as *mut _,
+                &mut len,
+            );
+            (rc == 0).then(|| {
+                SocketAddr::new(
+                    std::net::Ipv6Addr::from(addr.sin6_addr.s6_addr).into(),
+                    u16::from_be(addr.sin6_port),
+                )
+            })
+        } else {
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                &mut addr as *mut _ as *mut _,
+                &mut len,
+            );
+            (rc == 0).then(|| {
+                SocketAddr::new(
+                    std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)).into(),
+                    u16::from_be(addr.sin_port),
+                )
+            })
+        }
+    }
+}
+
+/// Starts this binary in a role inside `sandbox` under `uid`; waits for a listener's "ready".
+fn spawn_role(sandbox: &Sandbox, helper: &Path, uid: u32, role: &str, address: &str) -> Child {
+    let mut child = sandbox
+        .command_as(uid, &[helper.to_str().unwrap(), address])
+        .env(ROLE, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn role");
+    if role == "listen" {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "listener on {address} did not start");
+    }
+    child
+}
+
+fn output(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn redirects_applications_but_not_kuma_dp() {
+    if !namespaces_available("redirects_applications_but_not_kuma_dp") {
+        return;
+    }
+    let host = Sandbox::new();
+    let remote = Sandbox::new();
+    // Move the host's veth peer into the remote namespace: 192.0.2.2 / fd00::2 live there.
+    remote.ok(&["ip", "link", "del", "veth0"]);
+    host.ok(&[
+        "ip",
+        "link",
+        "set",
+        "veth1",
+        "netns",
+        &remote.pid().to_string(),
+    ]);
+    for args in [
+        vec!["ip", "addr", "add", "192.0.2.2/24", "dev", "veth1"],
+        vec![
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00::2/64",
+            "dev",
+            "veth1",
+            "nodad",
+        ],
+        vec!["ip", "link", "set", "veth1", "up"],
+    ] {
+        remote.ok(&args);
+    }
+    // The helper must be executable by the unprivileged UIDs.
+    let helper = host.path("role-helper");
+    std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
+    std::fs::set_permissions(host.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    host.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
+
+    for (envoy, target, bind_remote) in [
+        ("127.0.0.1:15001", "192.0.2.2:8080", "0.0.0.0:8080"),
+        ("[::1]:15001", "[fd00::2]:8080", "[::]:8080"),
+    ] {
+        // An application's connection is redirected to Envoy's outbound port.
+        let envoy_listener = spawn_role(&host, &helper, KUMA_DP_UID, "listen", envoy);
+        let client = spawn_role(&host, &helper, APP_UID, "connect", target);
+        let (connected, _) = output(client);
+        let (accepted, said) = output(envoy_listener);
+        assert!(
+            connected && accepted,
+            "application connection to {target} was not redirected: {said}"
+        );
+        let wanted = format!("original {target} said hello");
+        assert_eq!(said.trim(), wanted, "SO_ORIGINAL_DST");
+
+        // kuma-dp's own connection goes straight to the remote host.
+        let remote_listener = spawn_role(&remote, &helper, 0, "listen", bind_remote);
+        let client = spawn_role(&host, &helper, KUMA_DP_UID, "connect", target);
+        let (connected, _) = output(client);
+        let (accepted, said) = output(remote_listener);
+        assert!(
+            connected && accepted,
+            "kuma-dp connection to {target} did not reach the remote host: {said}"
+        );
+        assert_eq!(
+            said.trim(),
+            "original none said hello",
+            "kuma-dp traffic must not be NATed"
+        );
+    }
+}

@@ -141,12 +141,19 @@ impl Sandbox {
         self.command(args).output().expect("run nsenter")
     }
 
-    /// A command inside the namespaces, to add stdin, env or a UID before running it.
+    /// A command inside the namespaces, to add stdin or env before running it.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_as(0, args)
+    }
+
+    /// A command inside the namespaces, run under `uid` (group of the same number).
+    pub fn command_as(&self, uid: u32, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
-        command
-            .args(["-t", &self.pid().to_string(), "-m", "-n", "--"])
-            .args(args);
+        command.args(["-t", &self.pid().to_string(), "-m", "-n"]);
+        if uid != 0 {
+            command.args(["-S", &uid.to_string(), "-G", &uid.to_string()]);
+        }
+        command.arg("--").args(args);
         command
     }
 
