@@ -376,3 +376,87 @@ fn dry_run_changes_nothing() {
     assert!(out.contains("### IPv6 ###"), "{out}");
     assert_eq!(sandbox.save("iptables-save"), before);
 }
+
+#[test]
+fn custom_executables_lock_wait_and_store_firewalld_flags() {
+    if !namespaces_available("custom_executables_lock_wait_and_store_firewalld_flags")
+        || !common::which("iptables-legacy")
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let executables = "iptables:/usr/sbin/iptables-legacy,iptables-save:/usr/sbin/iptables-legacy-save,\
+                       iptables-restore:/usr/sbin/iptables-legacy-restore,ip6tables:/usr/sbin/ip6tables-legacy,\
+                       ip6tables-save:/usr/sbin/ip6tables-legacy-save,ip6tables-restore:/usr/sbin/ip6tables-legacy-restore";
+    let output = sandbox.tproxy(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--iptables-executables",
+        executables,
+        "--wait",
+        "3",
+        "--wait-interval",
+        "1000",
+        "--store-firewalld",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--store-firewalld"),
+        "the operator must learn what --store-firewalld did: {stderr}"
+    );
+    assert!(stderr.contains("iptables (legacy)"), "{stderr}");
+    assert!(sandbox
+        .ok(&["iptables-legacy-save"])
+        .contains("KUMA_MESH_OUTBOUND"));
+    assert!(sandbox
+        .ok(&["ip6tables-legacy-save"])
+        .contains("KUMA_MESH_OUTBOUND"));
+    assert!(!sandbox.ok(&["iptables-nft-save"]).contains("KUMA_MESH"));
+}
+
+#[test]
+fn failed_restores_are_retried_then_reported_with_nothing_changed() {
+    if !namespaces_available("failed_restores_are_retried_then_reported_with_nothing_changed") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // An iptables-restore that accepts --test but fails to apply, as under a held lock.
+    let flaky = sandbox.path("flaky-restore");
+    std::fs::write(
+        &flaky,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && exec iptables-nft-restore \"$@\"; done\n\
+         [ \"$1\" = --version ] && exec iptables-nft-restore --version\n\
+         echo 'Another app is currently holding the xtables lock.' >&2\nexit 4\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let executables = format!(
+        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{}",
+        flaky.display()
+    );
+    let before = sandbox.save("iptables-save");
+    let output = sandbox.tproxy(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--ip-family-mode",
+        "ipv4",
+        "--iptables-executables",
+        &executables,
+        "--max-retries",
+        "2",
+        "--sleep-between-retries",
+        "10ms",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("failed, retrying").count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("after 3 attempt(s)") && stderr.contains("xtables lock"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.save("iptables-save"), before);
+}
