@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{namespaces_available, Sandbox};
+use common::Sandbox;
 
 fn assert_rejected(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>, names: &str) {
     let before = (
@@ -51,10 +51,9 @@ fn assert_rejected(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>, names
 
 #[test]
 fn bad_flags_configs_and_users_change_nothing() {
-    if !namespaces_available("bad_flags_configs_and_users_change_nothing") {
+    let Some(sandbox) = common::sandbox("bad_flags_configs_and_users_change_nothing") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     sandbox.tproxy_ok(&[
         "install",
         "--kuma-dp-user",
@@ -81,59 +80,33 @@ fn bad_flags_configs_and_users_change_nothing() {
         unknown_key.to_str().unwrap(),
         wrong_type.to_str().unwrap(),
     );
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["--redirect-inbound-port", "0"],
-            "--redirect-inbound-port",
-        ),
-        (
-            vec!["--redirect-outbound-port", "65536"],
-            "--redirect-outbound-port",
-        ),
-        (
-            vec!["--exclude-inbound-ports", "22 -j ACCEPT"],
-            "--exclude-inbound-ports",
-        ),
-        (
-            vec!["--exclude-outbound-ips", "10.0.0.1/33"],
-            "--exclude-outbound-ips",
-        ),
-        (
-            vec!["--exclude-inbound-ips", "example.com"],
-            "--exclude-inbound-ips",
-        ),
-        (vec!["--vnet", "docker0:172.17.0.0"], "--vnet"),
-        (
-            vec!["--exclude-outbound-ports-for-uids", "a3000-5000:1"],
-            "--exclude-outbound-ports-for-uids",
-        ),
-        (
-            vec!["--exclude-outbound-ports-for-uids", "http:3000-5000:1"],
-            "--exclude-outbound-ports-for-uids",
-        ),
-        (
-            vec!["--exclude-outbound-ports-for-uids", "3000-5000:1:*"],
-            "--exclude-outbound-ports-for-uids",
-        ),
-        (
-            vec!["--exclude-outbound-ports-for-uids", "3000-5000:1:1,2,3"],
-            "--exclude-outbound-ports-for-uids",
-        ),
-        (
-            vec!["--exclude-outbound-ports-for-uids", "tcp,http:1:1"],
-            "--exclude-outbound-ports-for-uids",
-        ),
+    // Each bad flag value must be reported under the flag's own name.
+    let bad_flags: &[(&str, &str)] = &[
+        ("--redirect-inbound-port", "0"),
+        ("--redirect-outbound-port", "65536"),
+        ("--exclude-inbound-ports", "22 -j ACCEPT"),
+        ("--exclude-outbound-ips", "10.0.0.1/33"),
+        ("--exclude-inbound-ips", "example.com"),
+        ("--vnet", "docker0:172.17.0.0"),
+        ("--exclude-outbound-ports-for-uids", "a3000-5000:1"),
+        ("--exclude-outbound-ports-for-uids", "http:3000-5000:1"),
+        ("--exclude-outbound-ports-for-uids", "3000-5000:1:*"),
+        ("--exclude-outbound-ports-for-uids", "3000-5000:1:1,2,3"),
+        ("--exclude-outbound-ports-for-uids", "tcp,http:1:1"),
+        ("--kuma-dp-user", "0 -j ACCEPT"),
+        ("--ip-family-mode", "ipv6"),
+        ("--sleep-between-retries", "soon"),
+    ];
+    let mut cases: Vec<(Vec<&str>, &str)> = bad_flags
+        .iter()
+        .map(|(flag, value)| (vec![*flag, *value], *flag))
+        .collect();
+    cases.extend([
         (
             vec!["--redirect-dns", "--redirect-all-dns-traffic"],
             "--redirect-all-dns-traffic",
         ),
         (vec!["--kuma-dp-user", "nobody-here"], "nobody-here"),
-        (vec!["--kuma-dp-user", "0 -j ACCEPT"], "--kuma-dp-user"),
-        (vec!["--ip-family-mode", "ipv6"], "--ip-family-mode"),
-        (
-            vec!["--sleep-between-retries", "soon"],
-            "--sleep-between-retries",
-        ),
         (vec!["--config", bad_yaml], bad_yaml),
         (vec!["--config", unknown_key], "excludePort"),
         (vec!["--config", wrong_type], "redirect.dns.enabled"),
@@ -142,7 +115,7 @@ fn bad_flags_configs_and_users_change_nothing() {
             "/nonexistent/tproxy.yaml",
         ),
         (vec!["--no-such-flag"], "--no-such-flag"),
-    ];
+    ]);
     for (mut args, names) in cases {
         args.insert(0, "install");
         if !args.contains(&"--kuma-dp-user") {

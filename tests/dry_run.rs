@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_expected, namespaces_available, Sandbox};
+use common::assert_expected;
 
 const SETS: &[(&str, &[&str])] = &[
     ("defaults", &["--kuma-dp-user", "root"]),
@@ -89,10 +89,9 @@ const SETS: &[(&str, &[&str])] = &[
 #[test]
 fn kumactl_dry_run_flag_sets() {
     // In a namespace so the probed iptables features are the same on every machine.
-    if !namespaces_available("kumactl_dry_run_flag_sets") {
+    let Some(sandbox) = common::sandbox("kumactl_dry_run_flag_sets") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     for (name, flags) in SETS {
         let mut args = vec!["install", "--dry-run", "--ip-family-mode", "ipv4"];
         args.extend_from_slice(flags);
@@ -102,10 +101,9 @@ fn kumactl_dry_run_flag_sets() {
 
 #[test]
 fn dual_stack_dry_run_has_both_sections() {
-    if !namespaces_available("dual_stack_dry_run_has_both_sections") {
+    let Some(sandbox) = common::sandbox("dual_stack_dry_run_has_both_sections") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     let mut args = vec![
         "install",
         "--dry-run",

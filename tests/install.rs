@@ -95,10 +95,9 @@ fn multiple_flags_give_the_reference_rules() {
 
 #[test]
 fn multiple_config_files_give_the_reference_rules() {
-    if !namespaces_available("multiple_config_files_give_the_reference_rules") {
+    let Some(sandbox) = common::sandbox("multiple_config_files_give_the_reference_rules") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     let (one, two) = (sandbox.path("1.yaml"), sandbox.path("2.yaml"));
     std::fs::write(&one, CONFIG_1).unwrap();
     std::fs::write(&two, CONFIG_2).unwrap();
@@ -168,10 +167,9 @@ fn add_foreign_rules(sandbox: &Sandbox) {
 
 #[test]
 fn uninstall_restores_foreign_tables_byte_for_byte() {
-    if !namespaces_available("uninstall_restores_foreign_tables_byte_for_byte") {
+    let Some(sandbox) = common::sandbox("uninstall_restores_foreign_tables_byte_for_byte") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     add_foreign_rules(&sandbox);
     let before = (
         sandbox.save("iptables-save"),
@@ -199,10 +197,11 @@ fn uninstall_restores_foreign_tables_byte_for_byte() {
 
 #[test]
 fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
-    if !namespaces_available("reinstall_is_idempotent_and_other_flags_replace_only_ours") {
+    let Some(sandbox) =
+        common::sandbox("reinstall_is_idempotent_and_other_flags_replace_only_ours")
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     add_foreign_rules(&sandbox);
     let flags = [
         "install",
@@ -261,10 +260,9 @@ fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
 
 #[test]
 fn rules_left_by_kumactl_are_ours() {
-    if !namespaces_available("rules_left_by_kumactl_are_ours") {
+    let Some(sandbox) = common::sandbox("rules_left_by_kumactl_are_ours") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     // A fresh namespace has no nat table yet; compare the tables that hold rules.
     let before = normalise_like_reference(&sandbox.ok(&["iptables-save"]));
     // What kumactl leaves: its chain, a commented jump and a commented DNS rule.
@@ -366,10 +364,9 @@ fn legacy_iptables_is_used_when_it_holds_the_rules() {
 
 #[test]
 fn dry_run_changes_nothing() {
-    if !namespaces_available("dry_run_changes_nothing") {
+    let Some(sandbox) = common::sandbox("dry_run_changes_nothing") else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     let before = sandbox.save("iptables-save");
     let out = sandbox.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp", "--dry-run"]);
     assert!(out.starts_with("### IPv4 ###\n\n* nat\n"), "{out}");
@@ -418,10 +415,11 @@ fn custom_executables_lock_wait_and_store_firewalld_flags() {
 
 #[test]
 fn failed_restores_are_retried_then_reported_with_nothing_changed() {
-    if !namespaces_available("failed_restores_are_retried_then_reported_with_nothing_changed") {
+    let Some(sandbox) =
+        common::sandbox("failed_restores_are_retried_then_reported_with_nothing_changed")
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     // An iptables-restore that accepts --test but fails to apply, as under a held lock.
     let flaky = sandbox.path("flaky-restore");
     std::fs::write(

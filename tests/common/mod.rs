@@ -36,6 +36,11 @@ pub fn namespaces_available(test: &str) -> bool {
     ok
 }
 
+/// A fresh sandbox, or `None` (after saying why) when namespaces are unavailable.
+pub fn sandbox(test: &str) -> Option<Sandbox> {
+    namespaces_available(test).then(Sandbox::new)
+}
+
 fn nix_is_root() -> bool {
     Command::new("id")
         .arg("-u")
