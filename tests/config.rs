@@ -228,3 +228,36 @@ fn insert_instead_of_append_flags() {
         "{out}"
     );
 }
+
+#[test]
+fn top_level_keys_from_a_file() {
+    let dir = TempDir::new().unwrap();
+    let config = file(
+        &dir,
+        "top.yaml",
+        "kumaDPUser: 0\nipFamilyMode: ipv4\nstoreFirewalld: true\nverbose: true\ndryRun: true\n\
+         log:\n  enabled: true\n  level: 4\ndropInvalidPackets: true\nwait: 9\nwaitInterval: 10\n\
+         retry:\n  maxRetries: 0\n  sleepBetweenRetries: 1s\n",
+    );
+    // No --kuma-dp-user or --ip-family-mode on the command line: both come from the file.
+    let mut command = Command::new(common::BIN);
+    let out = command
+        .args(["install", "--config", &config])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("--uid-owner 0"), "kumaDPUser: {stdout}");
+    assert!(!stdout.contains("### IPv6 ###"), "ipFamilyMode: {stdout}");
+    assert!(stdout.contains("--append OUTPUT"), "verbose: {stdout}");
+    assert!(stdout.contains("--log-level 4"), "log.level: {stdout}");
+    assert!(
+        stdout.contains("--ctstate INVALID"),
+        "dropInvalidPackets: {stdout}"
+    );
+}
