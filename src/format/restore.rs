@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::ruleset::{FamilyRules, Position, Rule, Ruleset, Table, TableName};
+use crate::ruleset::{FamilyRules, Position, Rule, Ruleset, Table};
 
 /// The whole ruleset as kumactl's dry run prints it: `### IPv4 ###`, a blank line, the
 /// restore text of that family; families separated by a blank line.
@@ -190,11 +190,6 @@ pub fn parse_save(text: &str) -> Result<Vec<SavedTable>, SaveParseError> {
         });
     }
     Ok(tables)
-}
-
-/// The saved tables we care about, in kumactl's order.
-pub fn is_our_table(name: &str) -> bool {
-    TableName::ALL.iter().any(|t| t.as_str() == name)
 }
 
 #[cfg(test)]

@@ -38,14 +38,6 @@ impl Family {
             Family::V6 => "IPv6",
         }
     }
-
-    /// firewalld's name for the family.
-    pub fn ipv(self) -> &'static str {
-        match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
