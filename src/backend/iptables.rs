@@ -113,12 +113,9 @@ pub fn plan_family(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Optio
                 .filter(|c| !wanted.is_some_and(|w| w.chains.iter().any(|n| n == c)))
                 .collect();
         }
+        // With nothing wanted every owned chain is obsolete, so this means: nothing of ours.
         if deletions.is_empty() && obsolete_chains.is_empty() && wanted.is_none() {
-            let has_owned_chain =
-                existing.is_some_and(|e| e.chains.iter().any(|c| is_owned_chain(c)));
-            if !has_owned_chain {
-                continue;
-            }
+            continue;
         }
         script.push_str(&format!("*{name}\n"));
         if let Some(wanted) = wanted {

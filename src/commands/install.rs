@@ -31,7 +31,13 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     let families = families(&config);
 
     if config.dry_run {
-        let facts = dry_run_facts(&config, uid, &families)?;
+        // A dry run needs no root and no iptables: probe what can be probed, assume the rest.
+        let xtables = if host::is_root() {
+            detect_xtables(&config.executables).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let facts = gather_facts(&config, uid, &families, &xtables, true)?;
         print!(
             "{}",
             restore::render_dry_run(&ruleset::build(&config, &facts), config.verbose)
@@ -47,13 +53,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         notice("--store-firewalld: the firewalld backend is not available in this build; applying with iptables, rules will not survive a reboot");
     }
     let xtables = detect_xtables(&config.executables)?;
-    let mut facts = Vec::new();
-    for family in &families {
-        let Some(x) = xtables.iter().find(|x| x.family == *family) else {
-            continue;
-        };
-        facts.push(family_facts(&config, uid, *family, x.features()?)?);
-    }
+    let facts = gather_facts(&config, uid, &families, &xtables, false)?;
     let desired = ruleset::build(&config, &facts);
     if desired.family(Family::V6).is_some() {
         host::ensure_ipv6_passthrough_address(&host::loopback_interface())?;
@@ -112,22 +112,24 @@ fn family_facts(
     })
 }
 
-/// A dry run needs no root: iptables is probed when possible, otherwise every feature is
-/// assumed present.
-fn dry_run_facts(config: &Config, uid: u32, families: &[Family]) -> Result<Vec<FamilyFacts>> {
-    let probe = host::is_root();
-    families
-        .iter()
-        .map(|family| {
-            let features = probe
-                .then(|| {
-                    Xtables::detect(*family, None, None)
-                        .and_then(|x| x.features())
-                        .ok()
-                })
-                .flatten()
-                .unwrap_or_default();
-            family_facts(config, uid, *family, features)
-        })
-        .collect::<Result<Vec<_>>>()
+/// Facts for each family. A family without iptables is skipped; with `assume_features`
+/// (dry run) it gets every feature instead, as do failed probes.
+fn gather_facts(
+    config: &Config,
+    uid: u32,
+    families: &[Family],
+    xtables: &[Xtables],
+    assume_features: bool,
+) -> Result<Vec<FamilyFacts>> {
+    let mut facts = Vec::new();
+    for family in families {
+        let features = match xtables.iter().find(|x| x.family == *family) {
+            Some(x) if assume_features => x.features().unwrap_or_default(),
+            Some(x) => x.features()?,
+            None if assume_features => Features::default(),
+            None => continue,
+        };
+        facts.push(family_facts(config, uid, *family, features)?);
+    }
+    Ok(facts)
 }

@@ -7,7 +7,7 @@ use std::fmt;
 
 use anyhow::Result;
 
-use crate::backend::xtables::{Mode, RestoreOptions, Xtables};
+use crate::backend::xtables::{RestoreOptions, Xtables};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ExecutablePaths};
 use crate::ruleset::Family;
@@ -40,7 +40,7 @@ fn notice(message: impl fmt::Display) {
 /// is skipped when missing.
 fn detect_xtables(paths: &ExecutablePaths) -> Result<Vec<Xtables>> {
     let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), None)?;
-    let mode: Mode = ipv4.mode;
+    let mode = ipv4.mode;
     let mut families = vec![ipv4];
     match Xtables::detect(Family::V6, paths.ipv6.as_ref(), Some(mode)) {
         Ok(ipv6) => families.push(ipv6),
