@@ -8,17 +8,24 @@ use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 
+/// A dry run as user 0, IPv4 only, so the output does not depend on the host.
 fn dry_run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    let mut full = vec![
+        "install",
+        "--dry-run",
+        "--kuma-dp-user",
+        "0",
+        "--ip-family-mode",
+        "ipv4",
+    ];
+    full.extend_from_slice(args);
+    run(&full, env, stdin)
+}
+
+/// Runs the binary with only PATH and `env` in its environment.
+fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
     let mut command = Command::new(common::BIN);
     command
-        .args([
-            "install",
-            "--dry-run",
-            "--kuma-dp-user",
-            "0",
-            "--ip-family-mode",
-            "ipv4",
-        ])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -240,18 +247,8 @@ fn top_level_keys_from_a_file() {
          retry:\n  maxRetries: 0\n  sleepBetweenRetries: 1s\n",
     );
     // No --kuma-dp-user or --ip-family-mode on the command line: both come from the file.
-    let mut command = Command::new(common::BIN);
-    let out = command
-        .args(["install", "--config", &config])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (code, stdout, stderr) = run(&["install", "--config", &config], &[], "");
+    assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("--uid-owner 0"), "kumaDPUser: {stdout}");
     assert!(!stdout.contains("### IPv6 ###"), "ipFamilyMode: {stdout}");
     assert!(stdout.contains("--append OUTPUT"), "verbose: {stdout}");

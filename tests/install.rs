@@ -86,6 +86,23 @@ fn default_flags_give_the_reference_rules() {
 }
 
 #[test]
+fn without_ipv6_addresses_only_ipv4_rules_are_installed() {
+    let Some(sandbox) = common::sandbox("without_ipv6_addresses_only_ipv4_rules_are_installed")
+    else {
+        return;
+    };
+    sandbox.ok(&["ip", "link", "del", "veth0"]);
+    let output = sandbox.tproxy(&["install", "--kuma-dp-user", "kuma-dp"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("installing IPv4 rules only"), "{stderr}");
+    assert!(sandbox
+        .ok(&["iptables-save"])
+        .contains("KUMA_MESH_OUTBOUND"));
+    assert!(!sandbox.ok(&["ip6tables-save"]).contains("KUMA_MESH"));
+}
+
+#[test]
 fn multiple_flags_give_the_reference_rules() {
     if !namespaces_available("multiple_flags_give_the_reference_rules") {
         return;
@@ -332,12 +349,12 @@ fn rules_left_by_kumactl_are_ours() {
 
 #[test]
 fn legacy_iptables_is_used_when_it_holds_the_rules() {
-    if !namespaces_available("legacy_iptables_is_used_when_it_holds_the_rules")
-        || !common::which("iptables-legacy")
-    {
+    let Some(sandbox) = common::sandbox_with(
+        "legacy_iptables_is_used_when_it_holds_the_rules",
+        &["iptables-legacy"],
+    ) else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     sandbox.ok(&[
         "iptables-legacy",
         "-t",
@@ -376,12 +393,12 @@ fn dry_run_changes_nothing() {
 
 #[test]
 fn custom_executables_lock_wait_and_store_firewalld_flags() {
-    if !namespaces_available("custom_executables_lock_wait_and_store_firewalld_flags")
-        || !common::which("iptables-legacy")
-    {
+    let Some(sandbox) = common::sandbox_with(
+        "custom_executables_lock_wait_and_store_firewalld_flags",
+        &["iptables-legacy"],
+    ) else {
         return;
-    }
-    let sandbox = Sandbox::new();
+    };
     let executables = "iptables:/usr/sbin/iptables-legacy,iptables-save:/usr/sbin/iptables-legacy-save,\
                        iptables-restore:/usr/sbin/iptables-legacy-restore,ip6tables:/usr/sbin/ip6tables-legacy,\
                        ip6tables-save:/usr/sbin/ip6tables-legacy-save,ip6tables-restore:/usr/sbin/ip6tables-legacy-restore";

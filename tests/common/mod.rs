@@ -38,7 +38,22 @@ pub fn namespaces_available(test: &str) -> bool {
 
 /// A fresh sandbox, or `None` (after saying why) when namespaces are unavailable.
 pub fn sandbox(test: &str) -> Option<Sandbox> {
-    namespaces_available(test).then(Sandbox::new)
+    sandbox_with(test, &[])
+}
+
+/// Like [`sandbox`], for a test that also needs `tools`; under CI=true a missing tool fails.
+pub fn sandbox_with(test: &str, tools: &[&str]) -> Option<Sandbox> {
+    if !namespaces_available(test) {
+        return None;
+    }
+    if let Some(missing) = tools.iter().find(|tool| !which(tool)) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: needs {missing}; CI must not skip it");
+        }
+        eprintln!("SKIPPED {test}: {missing} is not installed");
+        return None;
+    }
+    Some(Sandbox::new())
 }
 
 fn nix_is_root() -> bool {
