@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod direct;
 pub mod format;
 pub mod host;
 pub mod ruleset;

@@ -1,3 +1,6 @@
 //! Text formats, each knowing nothing of the CLI or of how it is applied.
 
+pub mod dbus;
+pub mod direct_xml;
+pub mod firewalld_conf;
 pub mod restore;

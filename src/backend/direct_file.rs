@@ -1,0 +1,264 @@
+//! firewalld's `direct.xml` on disk: read it carefully, replace it atomically.
+//!
+//! firewalld itself rewrites the file in place (truncate, then write) after copying it to
+//! `direct.xml.old`. We keep the `.old` copy but write both files through a temporary file
+//! in the same directory that is fsynced and renamed over the target, so a crash leaves
+//! either the old or the new file, never a truncated one.
+
+use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::direct::DirectConfig;
+use crate::format::direct_xml::{self, Document};
+
+/// Files larger than this are refused: a real direct.xml has at most a few hundred lines.
+pub const MAX_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Mode of a direct.xml we create (what firewalld gets with the usual umask).
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Mode of the configuration directory when we have to create it (firewalld's too).
+const NEW_DIR_MODE: u32 = 0o750;
+
+pub struct DirectFile {
+    path: PathBuf,
+}
+
+/// The file as it was read.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub text: String,
+    pub document: Document,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl DirectFile {
+    /// `<config_dir>/direct.xml`.
+    pub fn in_dir(config_dir: &Path) -> Self {
+        Self {
+            path: config_dir.join("direct.xml"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current file, or None when there is none. Refuses (with the path in the message)
+    /// a file that cannot be read, is not a regular file (a symbolic link included), is
+    /// larger than [`MAX_SIZE`], is not UTF-8 or is malformed ("line L, column C: ...").
+    pub fn load(&self) -> Result<Option<Loaded>> {
+        let path = self.path.display();
+        let Some((bytes, metadata)) = read_regular(&self.path)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{path} is not valid UTF-8 (at byte {})",
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        let document =
+            direct_xml::parse(&text).map_err(|e| anyhow::anyhow!("{path} is malformed: {e}"))?;
+        Ok(Some(Loaded {
+            text,
+            document,
+            mode: metadata.mode() & 0o7777,
+        }))
+    }
+
+    /// The text the file would have with `desired` as our entries (foreign content kept), or
+    /// None when nothing would change; without a file and without desired entries no file
+    /// is created.
+    pub fn planned_text(loaded: Option<&Loaded>, desired: &DirectConfig) -> Option<String> {
+        match loaded {
+            Some(loaded) => {
+                let text = loaded.document.with_owned(desired);
+                (text != loaded.text).then_some(text)
+            }
+            None if desired.is_empty() => None,
+            None => Some(direct_xml::render(desired)),
+        }
+    }
+
+    /// Replaces the file with `text` atomically. `previous` is the file as it was read
+    /// (None: not read, or there was none); when given, the file must still hold exactly
+    /// that text, else nothing is written. The current file is first copied to
+    /// `direct.xml.old` (atomically too), as firewalld does; the new file keeps the current
+    /// file's mode and owner (0644 for a new file). `text` must parse: a malformed file is
+    /// never written. Creates the directory with mode 0750 when it is missing. On error
+    /// direct.xml is left as it was and no temporary file remains.
+    pub fn write(&self, text: &str, previous: Option<&Loaded>) -> Result<()> {
+        let path = self.path.display();
+        if let Err(e) = direct_xml::parse(text) {
+            bail!("refusing to write {path}: the new text would be malformed: {e}");
+        }
+        let dir = self.dir();
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(NEW_DIR_MODE)
+                .create(dir)
+                .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(NEW_DIR_MODE)))
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+
+        let current = read_regular(&self.path)?;
+        if let Some(previous) = previous {
+            let unchanged = current
+                .as_ref()
+                .is_some_and(|(bytes, _)| bytes == previous.text.as_bytes());
+            if !unchanged {
+                bail!("{path} changed since it was read; nothing was written");
+            }
+        }
+
+        match &current {
+            Some((bytes, metadata)) => {
+                let old = self.old_path();
+                self.replace(&old, bytes, metadata.mode() & 0o7777, Some(metadata))
+                    .with_context(|| format!("backing up {path} to {}", old.display()))?;
+                self.replace(
+                    &self.path,
+                    text.as_bytes(),
+                    metadata.mode() & 0o7777,
+                    Some(metadata),
+                )
+                .with_context(|| format!("replacing {path}"))?;
+            }
+            None => {
+                self.replace(&self.path, text.as_bytes(), NEW_FILE_MODE, None)
+                    .with_context(|| format!("creating {path}"))?;
+            }
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Replaces `direct.xml.old` with `text`, atomically, with the mode and owner of the
+    /// current direct.xml (0644 when there is none): for callers whose previous file was
+    /// already replaced by someone else (firewalld rewriting it) and who want the backup to
+    /// hold what the operator had.
+    pub fn write_old(&self, text: &str) -> Result<()> {
+        let old = self.old_path();
+        let current = match fs::symlink_metadata(&self.path) {
+            Ok(metadata) if metadata.is_file() => Some(metadata),
+            _ => None,
+        };
+        let mode = current
+            .as_ref()
+            .map_or(NEW_FILE_MODE, |m| m.mode() & 0o7777);
+        self.replace(&old, text.as_bytes(), mode, current.as_ref())
+            .with_context(|| format!("writing {}", old.display()))?;
+        let dir = self.dir();
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// `direct.xml.old`, firewalld's backup of the previous file.
+    pub fn old_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".old");
+        PathBuf::from(name)
+    }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Writes `bytes` to a new temporary file next to `target` (O_EXCL, O_NOFOLLOW), syncs
+    /// it, gives it `mode` (and `like`'s owner), and renames it over `target`. The
+    /// temporary file is removed on any error.
+    fn replace(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        mode: u32,
+        like: Option<&Metadata>,
+    ) -> Result<()> {
+        let temp = tempfile::Builder::new()
+            .prefix(".direct.xml.")
+            .make_in(self.dir(), |path| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                    .open(path)
+            })
+            .context("creating a temporary file")?;
+        let mut file = temp.as_file();
+        file.write_all(bytes)?;
+        if let Some(like) = like {
+            let own = file.metadata()?;
+            if own.uid() != like.uid() || own.gid() != like.gid() {
+                std::os::unix::fs::fchown(file, Some(like.uid()), Some(like.gid()))
+                    .context("giving the new file the owner of the old one")?;
+            }
+        }
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        temp.persist(target).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// The bytes and metadata of a regular file at `path`, None when there is nothing there.
+fn read_regular(path: &Path) -> Result<Option<(Vec<u8>, Metadata)>> {
+    let shown = path.display();
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+    };
+    if metadata.file_type().is_symlink() {
+        bail!("{shown} is a symbolic link; refusing to follow it");
+    }
+    if !metadata.is_file() {
+        bail!("{shown} is not a regular file");
+    }
+    // O_NOFOLLOW: it may have been replaced by a link since; fstat again for the same reason.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("reading {shown}"))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("reading {shown}"))?;
+    if !metadata.is_file() {
+        bail!("{shown} is not a regular file");
+    }
+    if metadata.len() > MAX_SIZE {
+        bail!(
+            "{shown} is larger than {} MiB ({} bytes); refusing to read it",
+            MAX_SIZE / 1024 / 1024,
+            metadata.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {shown}"))?;
+    if bytes.len() as u64 > MAX_SIZE {
+        bail!(
+            "{shown} is larger than {} MiB; refusing to read it",
+            MAX_SIZE / 1024 / 1024
+        );
+    }
+    Ok(Some((bytes, metadata)))
+}

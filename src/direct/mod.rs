@@ -1,0 +1,184 @@
+//! firewalld's direct configuration as a pure value: chains, rules with priorities and
+//! passthroughs, exactly as firewalld exchanges them over D-Bus and stores them in
+//! `direct.xml`. Foreign entries (`eb`, `filter`, other tools' chains) are kept as they are,
+//! so `ipv` and `table` stay strings. [`translate`] turns our rule model into entries;
+//! [`plan`] computes the difference a backend applies.
+
+mod plan;
+mod translate;
+
+pub use plan::{plan, Change, Plan};
+pub use translate::translate;
+
+use crate::ruleset::{is_owned_chain, Family, COMMENT_PREFIX};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectChain {
+    pub ipv: String,
+    pub table: String,
+    pub chain: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectRule {
+    pub ipv: String,
+    pub table: String,
+    pub chain: String,
+    pub priority: i32,
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Passthrough {
+    pub ipv: String,
+    pub args: Vec<String>,
+}
+
+/// One direct configuration: runtime, permanent, a file, or what we want.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectConfig {
+    pub chains: Vec<DirectChain>,
+    pub rules: Vec<DirectRule>,
+    pub passthroughs: Vec<Passthrough>,
+}
+
+/// firewalld's name for a family.
+pub fn ipv(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
+}
+
+/// Tables firewalld accepts for each `ipv` (core/io/direct.py `_check_ipv_table`).
+pub fn tables_of(ipv: &str) -> Option<&'static [&'static str]> {
+    match ipv {
+        "ipv4" | "ipv6" => Some(&["security", "raw", "mangle", "nat", "filter"]),
+        "eb" => Some(&["broute", "nat", "filter"]),
+        _ => None,
+    }
+}
+
+/// True when `args` carry our comment, whatever else they do.
+fn has_our_comment(args: &[String]) -> bool {
+    args.iter().any(|arg| arg.starts_with(COMMENT_PREFIX))
+}
+
+/// True when `args` jump into one of our chains: such a rule cannot outlive the chain, so
+/// it is ours even without our comment (`--disable-comments`).
+fn jumps_to_our_chain(args: &[String]) -> bool {
+    args.windows(2).any(|w| {
+        matches!(w[0].as_str(), "-j" | "--jump" | "-g" | "--goto") && is_owned_chain(&w[1])
+    })
+}
+
+impl DirectChain {
+    pub fn is_owned(&self) -> bool {
+        self.ipv != "eb" && is_owned_chain(&self.chain)
+    }
+}
+
+impl DirectRule {
+    /// Ours: inside a `KUMA_MESH_*` chain, carrying our comment, or jumping into our chain.
+    pub fn is_owned(&self) -> bool {
+        self.ipv != "eb"
+            && (is_owned_chain(&self.chain)
+                || has_our_comment(&self.args)
+                || jumps_to_our_chain(&self.args))
+    }
+}
+
+impl Passthrough {
+    pub fn is_owned(&self) -> bool {
+        self.ipv != "eb" && has_our_comment(&self.args)
+    }
+}
+
+impl DirectConfig {
+    /// Only the entries we own.
+    pub fn owned(&self) -> DirectConfig {
+        DirectConfig {
+            chains: self
+                .chains
+                .iter()
+                .filter(|c| c.is_owned())
+                .cloned()
+                .collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| r.is_owned())
+                .cloned()
+                .collect(),
+            passthroughs: self
+                .passthroughs
+                .iter()
+                .filter(|p| p.is_owned())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Everything we do not own, in its original order.
+    pub fn foreign(&self) -> DirectConfig {
+        DirectConfig {
+            chains: self
+                .chains
+                .iter()
+                .filter(|c| !c.is_owned())
+                .cloned()
+                .collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| !r.is_owned())
+                .cloned()
+                .collect(),
+            passthroughs: self
+                .passthroughs
+                .iter()
+                .filter(|p| !p.is_owned())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.rules.is_empty() && self.passthroughs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(ipv: &str, chain: &str, args: &[&str]) -> DirectRule {
+        DirectRule {
+            ipv: ipv.into(),
+            table: "nat".into(),
+            chain: chain.into(),
+            priority: 0,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn ownership_follows_chain_or_comment() {
+        assert!(rule("ipv4", "KUMA_MESH_OUTBOUND", &["-j", "RETURN"]).is_owned());
+        assert!(rule(
+            "ipv6",
+            "OUTPUT",
+            &[
+                "-m",
+                "comment",
+                "--comment",
+                "kuma/mesh/transparent/proxy/x"
+            ]
+        )
+        .is_owned());
+        assert!(rule("ipv4", "OUTPUT", &["-p", "tcp", "-j", "KUMA_MESH_OUTBOUND"]).is_owned());
+        assert!(!rule("ipv4", "OUTPUT", &["-j", "KUMA_OTHER"]).is_owned());
+        assert!(!rule("ipv4", "KUMA_MESHY", &["-j", "RETURN"]).is_owned());
+        assert!(!rule("eb", "KUMA_MESH_OUTBOUND", &["-j", "RETURN"]).is_owned());
+    }
+}

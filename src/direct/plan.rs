@@ -1,0 +1,268 @@
+//! The difference between the direct entries in place and the ones we want, as an ordered
+//! list of single changes that is safe to apply one by one: jumps out of built-in chains
+//! go first on removal and last on addition, chains exist before rules use them.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{DirectChain, DirectConfig, DirectRule, Passthrough};
+use crate::ruleset::is_owned_chain;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    AddChain(DirectChain),
+    RemoveChain(DirectChain),
+    AddRule(DirectRule),
+    RemoveRule(DirectRule),
+    RemovePassthrough(Passthrough),
+    AddPassthrough(Passthrough),
+}
+
+impl Change {
+    /// The change that undoes this one.
+    pub fn inverse(&self) -> Change {
+        match self {
+            Change::AddChain(c) => Change::RemoveChain(c.clone()),
+            Change::RemoveChain(c) => Change::AddChain(c.clone()),
+            Change::AddRule(r) => Change::RemoveRule(r.clone()),
+            Change::RemoveRule(r) => Change::AddRule(r.clone()),
+            Change::AddPassthrough(p) => Change::RemovePassthrough(p.clone()),
+            Change::RemovePassthrough(p) => Change::AddPassthrough(p.clone()),
+        }
+    }
+
+    pub fn is_addition(&self) -> bool {
+        matches!(
+            self,
+            Change::AddChain(_) | Change::AddRule(_) | Change::AddPassthrough(_)
+        )
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.is_addition() { '+' } else { '-' };
+        match self {
+            Change::AddChain(c) | Change::RemoveChain(c) => {
+                write!(f, "{sign} chain {} {} {}", c.ipv, c.table, c.chain)
+            }
+            Change::AddRule(r) | Change::RemoveRule(r) => write!(
+                f,
+                "{sign} rule {} {} {} {} {}",
+                r.ipv,
+                r.table,
+                r.chain,
+                r.priority,
+                crate::format::direct_xml::join_args(&r.args)
+            ),
+            Change::AddPassthrough(p) | Change::RemovePassthrough(p) => write!(
+                f,
+                "{sign} passthrough {} {}",
+                p.ipv,
+                crate::format::direct_xml::join_args(&p.args)
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Entries of ours that are already as wanted.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn count(&self, addition: bool) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| c.is_addition() == addition)
+            .count()
+    }
+}
+
+/// What turns our entries in `current` into `desired` (ours only; foreign entries of
+/// `current` are never part of a plan).
+pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
+    let ours = current.owned();
+    let have_chains: HashSet<&DirectChain> = ours.chains.iter().collect();
+    let have_rules: HashSet<&DirectRule> = ours.rules.iter().collect();
+    let want_chains: HashSet<&DirectChain> = desired.chains.iter().collect();
+    let want_rules: HashSet<&DirectRule> = desired.rules.iter().collect();
+
+    let stale_rules: Vec<&DirectRule> = ours
+        .rules
+        .iter()
+        .filter(|r| !want_rules.contains(r))
+        .collect();
+    let new_rules: Vec<&DirectRule> = desired
+        .rules
+        .iter()
+        .filter(|r| !have_rules.contains(r))
+        .collect();
+
+    let mut changes = Vec::new();
+    // Leave built-in chains first (and in reverse), so nothing jumps into a chain we change.
+    for rule in stale_rules
+        .iter()
+        .rev()
+        .filter(|r| !is_owned_chain(&r.chain))
+    {
+        changes.push(Change::RemoveRule((*rule).clone()));
+    }
+    for passthrough in &ours.passthroughs {
+        changes.push(Change::RemovePassthrough(passthrough.clone()));
+    }
+    for rule in stale_rules
+        .iter()
+        .rev()
+        .filter(|r| is_owned_chain(&r.chain))
+    {
+        changes.push(Change::RemoveRule((*rule).clone()));
+    }
+    for chain in desired.chains.iter().filter(|c| !have_chains.contains(c)) {
+        changes.push(Change::AddChain(chain.clone()));
+    }
+    for rule in new_rules.iter().filter(|r| is_owned_chain(&r.chain)) {
+        changes.push(Change::AddRule((*rule).clone()));
+    }
+    for rule in new_rules.iter().filter(|r| !is_owned_chain(&r.chain)) {
+        changes.push(Change::AddRule((*rule).clone()));
+    }
+    for chain in ours
+        .chains
+        .iter()
+        .rev()
+        .filter(|c| !want_chains.contains(c))
+    {
+        changes.push(Change::RemoveChain(chain.clone()));
+    }
+
+    let unchanged = ours
+        .chains
+        .iter()
+        .filter(|c| want_chains.contains(c))
+        .count()
+        + ours.rules.iter().filter(|r| want_rules.contains(r)).count();
+    Plan { changes, unchanged }
+}
+
+impl DirectConfig {
+    /// This configuration with our entries replaced by `desired`: foreign entries keep
+    /// their order, ours follow them (chains, rules, passthroughs each in their list).
+    pub fn with_owned(&self, desired: &DirectConfig) -> DirectConfig {
+        let mut out = self.foreign();
+        out.chains.extend(desired.chains.iter().cloned());
+        out.rules.extend(desired.rules.iter().cloned());
+        out.passthroughs
+            .extend(desired.passthroughs.iter().cloned());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(name: &str) -> DirectChain {
+        DirectChain {
+            ipv: "ipv4".into(),
+            table: "nat".into(),
+            chain: name.into(),
+        }
+    }
+
+    fn rule(chain: &str, priority: i32, target: &str) -> DirectRule {
+        DirectRule {
+            ipv: "ipv4".into(),
+            table: "nat".into(),
+            chain: chain.into(),
+            priority,
+            args: vec!["-j".into(), target.into()],
+        }
+    }
+
+    fn config(chains: &[&str], rules: &[DirectRule]) -> DirectConfig {
+        DirectConfig {
+            chains: chains.iter().map(|c| chain(c)).collect(),
+            rules: rules.to_vec(),
+            passthroughs: vec![],
+        }
+    }
+
+    #[test]
+    fn install_adds_chains_then_their_rules_then_jumps() {
+        let desired = config(
+            &["KUMA_MESH_OUTBOUND"],
+            &[
+                rule("OUTPUT", 0, "KUMA_MESH_OUTBOUND"),
+                rule("KUMA_MESH_OUTBOUND", 0, "RETURN"),
+            ],
+        );
+        let plan = plan(&DirectConfig::default(), &desired);
+        assert_eq!(
+            plan.changes,
+            [
+                Change::AddChain(chain("KUMA_MESH_OUTBOUND")),
+                Change::AddRule(rule("KUMA_MESH_OUTBOUND", 0, "RETURN")),
+                Change::AddRule(rule("OUTPUT", 0, "KUMA_MESH_OUTBOUND")),
+            ]
+        );
+        // Undoing in reverse removes the jump before the chain's rules and the chain.
+        let undo: Vec<Change> = plan.changes.iter().rev().map(Change::inverse).collect();
+        assert_eq!(
+            undo[0],
+            Change::RemoveRule(rule("OUTPUT", 0, "KUMA_MESH_OUTBOUND"))
+        );
+        assert_eq!(undo[2], Change::RemoveChain(chain("KUMA_MESH_OUTBOUND")));
+    }
+
+    #[test]
+    fn removal_drops_jumps_first_and_chains_last_and_never_touches_foreign_entries() {
+        let current = config(
+            &["FOREIGN", "KUMA_MESH_OUTBOUND"],
+            &[
+                rule("OUTPUT", 0, "FOREIGN"),
+                rule("OUTPUT", 1, "KUMA_MESH_OUTBOUND"),
+                rule("KUMA_MESH_OUTBOUND", 0, "RETURN"),
+            ],
+        );
+        let plan = plan(&current, &DirectConfig::default());
+        assert_eq!(
+            plan.changes,
+            [
+                Change::RemoveRule(rule("OUTPUT", 1, "KUMA_MESH_OUTBOUND")),
+                Change::RemoveRule(rule("KUMA_MESH_OUTBOUND", 0, "RETURN")),
+                Change::RemoveChain(chain("KUMA_MESH_OUTBOUND")),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_entries_plan_nothing() {
+        let desired = config(
+            &["KUMA_MESH_OUTBOUND"],
+            &[rule("KUMA_MESH_OUTBOUND", 0, "RETURN")],
+        );
+        let plan = plan(&desired, &desired);
+        assert!(plan.is_empty());
+        assert_eq!(plan.unchanged, 2);
+    }
+
+    #[test]
+    fn with_owned_keeps_foreign_entries_in_order() {
+        let current = config(
+            &["A", "KUMA_MESH_X", "B"],
+            &[rule("OUTPUT", 5, "A"), rule("KUMA_MESH_X", 0, "RETURN")],
+        );
+        let desired = config(&["KUMA_MESH_Y"], &[]);
+        let merged = current.with_owned(&desired);
+        let names: Vec<&str> = merged.chains.iter().map(|c| c.chain.as_str()).collect();
+        assert_eq!(names, ["A", "B", "KUMA_MESH_Y"]);
+        assert_eq!(merged.rules, [rule("OUTPUT", 5, "A")]);
+    }
+}

@@ -1,0 +1,270 @@
+//! firewalld's D-Bus interface as far as we use it: the proxies, the wire shape of direct
+//! settings, and firewalld's errors. It knows nothing of plans or the CLI.
+//!
+//! zbus 5 with its blocking API: the tool makes a few dozen sequential calls and has no
+//! other use for an async runtime; zbus 6 dropped the blocking API and would need us to
+//! carry `block_on` around every call for no gain.
+
+use std::fmt;
+
+use zbus::blocking::Connection;
+
+use crate::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
+
+pub const SERVICE: &str = "org.fedoraproject.FirewallD1";
+const EXCEPTION: &str = "org.fedoraproject.FirewallD1.Exception";
+const NOT_AUTHORIZED: &str = "org.fedoraproject.FirewallD1.NotAuthorizedException";
+
+/// A chain `(ipv, table, chain)`.
+pub type WireChain = (String, String, String);
+/// A rule `(ipv, table, chain, priority, args)`.
+pub type WireRule = (String, String, String, i32, Vec<String>);
+/// A passthrough `(ipv, args)`.
+pub type WirePassthrough = (String, Vec<String>);
+/// `(chains a(sss), rules a(sssias), passthroughs a(sas))`, as `getSettings`/`update` carry it.
+pub type WireSettings = (Vec<WireChain>, Vec<WireRule>, Vec<WirePassthrough>);
+
+#[zbus::proxy(
+    interface = "org.fedoraproject.FirewallD1",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1",
+    gen_async = false,
+    blocking_name = "FirewallD"
+)]
+pub trait FirewallD1 {
+    #[zbus(name = "reload")]
+    fn reload(&self) -> zbus::Result<()>;
+
+    #[zbus(property, name = "state")]
+    fn state(&self) -> zbus::Result<String>;
+
+    #[zbus(property, name = "version")]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+#[zbus::proxy(
+    interface = "org.fedoraproject.FirewallD1.direct",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1",
+    gen_async = false,
+    blocking_name = "RuntimeDirect"
+)]
+pub trait RuntimeDirect {
+    #[zbus(name = "addChain")]
+    fn add_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
+    #[zbus(name = "removeChain")]
+    fn remove_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
+    #[zbus(name = "addRule")]
+    fn add_rule(
+        &self,
+        ipv: &str,
+        table: &str,
+        chain: &str,
+        priority: i32,
+        args: &[String],
+    ) -> zbus::Result<()>;
+    #[zbus(name = "removeRule")]
+    fn remove_rule(
+        &self,
+        ipv: &str,
+        table: &str,
+        chain: &str,
+        priority: i32,
+        args: &[String],
+    ) -> zbus::Result<()>;
+    #[zbus(name = "addPassthrough")]
+    fn add_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
+    #[zbus(name = "removePassthrough")]
+    fn remove_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
+    #[zbus(name = "getAllChains")]
+    fn get_all_chains(&self) -> zbus::Result<Vec<WireChain>>;
+    #[zbus(name = "getAllRules")]
+    fn get_all_rules(&self) -> zbus::Result<Vec<WireRule>>;
+    #[zbus(name = "getAllPassthroughs")]
+    fn get_all_passthroughs(&self) -> zbus::Result<Vec<WirePassthrough>>;
+}
+
+#[zbus::proxy(
+    interface = "org.fedoraproject.FirewallD1.config.direct",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1/config",
+    gen_async = false,
+    blocking_name = "PermanentDirect"
+)]
+pub trait PermanentDirect {
+    #[zbus(name = "getSettings")]
+    fn get_settings(&self) -> zbus::Result<WireSettings>;
+    #[zbus(name = "update")]
+    fn update(&self, settings: &WireSettings) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.fedoraproject.FirewallD1.config",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1/config",
+    gen_async = false,
+    blocking_name = "Settings"
+)]
+pub trait Config {
+    #[zbus(property, name = "RFC3964_IPv4")]
+    fn rfc3964_ipv4(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "RFC3964_IPv4")]
+    fn set_rfc3964_ipv4(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property, name = "FirewallBackend")]
+    fn firewall_backend(&self) -> zbus::Result<String>;
+}
+
+/// True when someone owns firewalld's bus name.
+pub fn is_running(connection: &Connection) -> zbus::Result<bool> {
+    let bus = zbus::blocking::fdo::DBusProxy::new(connection)?;
+    Ok(bus.name_has_owner(SERVICE.try_into()?)?)
+}
+
+pub fn to_wire(config: &DirectConfig) -> WireSettings {
+    (
+        config
+            .chains
+            .iter()
+            .map(|c| (c.ipv.clone(), c.table.clone(), c.chain.clone()))
+            .collect(),
+        config
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.ipv.clone(),
+                    r.table.clone(),
+                    r.chain.clone(),
+                    r.priority,
+                    r.args.clone(),
+                )
+            })
+            .collect(),
+        config
+            .passthroughs
+            .iter()
+            .map(|p| (p.ipv.clone(), p.args.clone()))
+            .collect(),
+    )
+}
+
+pub fn from_wire(settings: WireSettings) -> DirectConfig {
+    let (chains, rules, passthroughs) = settings;
+    DirectConfig {
+        chains: chains
+            .into_iter()
+            .map(|(ipv, table, chain)| DirectChain { ipv, table, chain })
+            .collect(),
+        rules: rules
+            .into_iter()
+            .map(|(ipv, table, chain, priority, args)| DirectRule {
+                ipv,
+                table,
+                chain,
+                priority,
+                args,
+            })
+            .collect(),
+        passthroughs: passthroughs
+            .into_iter()
+            .map(|(ipv, args)| Passthrough { ipv, args })
+            .collect(),
+    }
+}
+
+/// An error reply from firewalld or the bus, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// firewalld's own error: its code (`ALREADY_ENABLED`, `COMMAND_FAILED`, …) and detail.
+    Firewalld {
+        code: String,
+        detail: String,
+    },
+    /// polkit or the uid check said no.
+    NotAuthorized(String),
+    /// The bus policy refused the call.
+    AccessDenied(String),
+    /// firewalld went away or never answered.
+    Gone(String),
+    Other(String),
+}
+
+impl Failure {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Failure::Firewalld { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<&zbus::Error> for Failure {
+    fn from(error: &zbus::Error) -> Self {
+        match error {
+            zbus::Error::MethodError(name, message, _) => {
+                let message = message.clone().unwrap_or_default();
+                match name.as_str() {
+                    EXCEPTION => match message.split_once(':') {
+                        Some((code, detail)) => Failure::Firewalld {
+                            code: code.trim().to_string(),
+                            detail: detail.trim().to_string(),
+                        },
+                        None => Failure::Firewalld {
+                            code: message.trim().to_string(),
+                            detail: String::new(),
+                        },
+                    },
+                    NOT_AUTHORIZED => Failure::NotAuthorized(message),
+                    "org.freedesktop.DBus.Error.AccessDenied" => Failure::AccessDenied(message),
+                    "org.freedesktop.DBus.Error.ServiceUnknown"
+                    | "org.freedesktop.DBus.Error.NoReply"
+                    | "org.freedesktop.DBus.Error.NameHasNoOwner" => Failure::Gone(message),
+                    other => Failure::Other(format!("{other}: {message}")),
+                }
+            }
+            zbus::Error::InputOutput(e) => Failure::Gone(e.to_string()),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Firewalld { code, detail } if detail.is_empty() => f.write_str(code),
+            Failure::Firewalld { code, detail } => write!(f, "{code}: {detail}"),
+            Failure::NotAuthorized(m) => write!(f, "not authorized: {m}"),
+            Failure::AccessDenied(m) => write!(f, "access denied by the D-Bus policy: {m}"),
+            Failure::Gone(m) => write!(f, "firewalld did not answer: {m}"),
+            Failure::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip_keeps_every_field() {
+        let config = DirectConfig {
+            chains: vec![DirectChain {
+                ipv: "eb".into(),
+                table: "broute".into(),
+                chain: "X".into(),
+            }],
+            rules: vec![DirectRule {
+                ipv: "ipv6".into(),
+                table: "nat".into(),
+                chain: "OUTPUT".into(),
+                priority: -3,
+                args: vec!["-j".into(), "it's".into()],
+            }],
+            passthroughs: vec![Passthrough {
+                ipv: "ipv4".into(),
+                args: vec!["-A".into(), "INPUT".into()],
+            }],
+        };
+        assert_eq!(from_wire(to_wire(&config)), config);
+    }
+}
