@@ -1,6 +1,8 @@
 //! The command line, defined once: parsing, `--help`, and (later) man pages and completions
 //! all come from these definitions. Flag names and meanings are kumactl's.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -27,8 +29,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install the transparent-proxy rules (same flags and rules as `kumactl install transparent-proxy`)
+    ///
+    /// Where the rules go: with firewalld running, into its runtime direct configuration over D-Bus
+    /// (and, with --store-firewalld, its permanent configuration, which firewalld writes to
+    /// direct.xml); with firewalld installed but stopped and --store-firewalld, into direct.xml
+    /// (applied when firewalld starts) and into iptables now; without firewalld, into iptables only.
+    /// With firewalld only the differences are written; a re-run with the same flags writes nothing.
     Install(Box<InstallArgs>),
     /// Remove every rule and chain this tool or kumactl installed, and nothing else
+    ///
+    /// Removes them from firewalld's runtime and permanent direct configuration when firewalld runs,
+    /// from direct.xml and iptables when it is installed but stopped, and from iptables otherwise.
     Uninstall(UninstallArgs),
 }
 
@@ -148,9 +159,16 @@ pub struct InstallArgs {
     #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
     pub iptables_executables: Vec<String>,
 
-    /// Store the rules with firewalld so they survive reloads and reboots
+    /// Also store the rules in firewalld's permanent configuration (direct.xml), so they survive reloads, restarts and reboots; with firewalld stopped, write direct.xml directly
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub store_firewalld: Option<bool>,
+
+    #[command(flatten)]
+    pub firewalld: FirewalldArgs,
+
+    /// Set firewalld's RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only
+    #[arg(long)]
+    pub disable_firewalld_rfc3964_ipv4: bool,
 
     /// Print the rules (kumactl's dry-run format) and change nothing; needs no root
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -166,9 +184,12 @@ pub struct UninstallArgs {
     #[command(flatten)]
     pub target: Target,
 
-    /// Print the removal transaction per family and change nothing
+    /// Print what would be removed where, and change nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub firewalld: FirewalldArgs,
 
     /// More detail on stderr
     #[arg(long)]
@@ -177,6 +198,28 @@ pub struct UninstallArgs {
     /// Custom executables, as for install
     #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
     pub iptables_executables: Vec<String>,
+}
+
+/// Where rules go, shared by install and uninstall.
+#[derive(Debug, Clone, Args)]
+pub struct FirewalldArgs {
+    /// Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+
+    /// firewalld's configuration directory (holds direct.xml and firewalld.conf)
+    #[arg(long, value_name = "DIR", default_value = "/etc/firewalld")]
+    pub firewalld_config_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// firewalld if it runs, else iptables (and direct.xml when firewalld is installed)
+    Auto,
+    /// firewalld's direct interface over D-Bus; fails when firewalld is not running
+    Firewalld,
+    /// Raw iptables-restore; refused while firewalld runs (it would flush the rules)
+    Iptables,
 }
 
 /// Wraps a parser so clap reports its error under the flag's name but keeps the text.

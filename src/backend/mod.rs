@@ -2,7 +2,10 @@
 //! alone: each observes the current state, plans the difference, applies it as a whole and
 //! verifies the result.
 
+pub mod direct_file;
+pub mod firewalld;
 pub mod iptables;
+pub mod offline;
 pub mod xtables;
 
 use anyhow::Result;

@@ -1,16 +1,21 @@
 use std::io;
+use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::{detect_xtables, notice, restore_options, BadInput};
+use super::target::{self, Target};
+use super::{detect_xtables, notice, print_changes, print_file_plan, restore_options, BadInput};
+use crate::backend::direct_file::DirectFile;
+use crate::backend::firewalld::{Firewalld, FirewalldBackend};
 use crate::backend::iptables::IptablesBackend;
+use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::Xtables;
 use crate::backend::Backend;
 use crate::cli::InstallArgs;
 use crate::config::{self, Config, IpFamilyMode, Sources};
-use crate::format::restore;
+use crate::format::{direct_xml, restore};
 use crate::host;
-use crate::ruleset::{self, Family, FamilyFacts, Features};
+use crate::ruleset::{self, Family, FamilyFacts, Features, Ruleset};
 
 pub fn run(args: &InstallArgs) -> Result<()> {
     if args.conflicting_dns_flags() {
@@ -28,50 +33,173 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     loaded.warnings.iter().for_each(notice);
     let config = loaded.config;
     let uid = host::resolve_kuma_dp_uid(config.kuma_dp_user.as_deref()).map_err(BadInput)?;
-    let families = families(&config);
-
-    if config.dry_run {
-        // A dry run needs no root and no iptables: probe what can be probed, assume the rest.
-        let xtables = if host::is_root() {
-            detect_xtables(&config.executables).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let facts = gather_facts(&config, uid, &families, &xtables, true)?;
-        print!(
-            "{}",
-            restore::render_dry_run(&ruleset::build(&config, &facts), config.verbose)
-        );
-        return Ok(());
-    }
-    if !host::is_root() {
+    if !config.dry_run && !host::is_root() {
         bail!(
             "install changes the firewall and needs root (use --dry-run to only print the rules)"
         );
     }
-    if config.store_firewalld {
-        notice("--store-firewalld: the firewalld backend is not available in this build; applying with iptables, rules will not survive a reboot");
-    }
-    let xtables = detect_xtables(&config.executables)?;
-    let facts = gather_facts(&config, uid, &families, &xtables, false)?;
+    let target = target::choose(&args.firewalld, config.store_firewalld)?;
+    let ipv6_allowed = ipv6_allowed(&target, args, &config)?;
+    let families = families(&config, ipv6_allowed);
+
+    // A dry run needs no root and no iptables: probe what can be probed, assume the rest.
+    let xtables = if config.dry_run {
+        if host::is_root() {
+            detect_xtables(&config.executables).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    } else {
+        detect_xtables(&config.executables)?
+    };
+    let facts = gather_facts(&config, uid, &families, &xtables, config.dry_run)?;
     let desired = ruleset::build(&config, &facts);
-    if desired.family(Family::V6).is_some() {
-        host::ensure_ipv6_passthrough_address(&host::loopback_interface())?;
+
+    match target {
+        Target::Firewalld(firewalld) => with_firewalld(
+            firewalld,
+            &args.firewalld.firewalld_config_dir,
+            &config,
+            xtables,
+            &desired,
+        ),
+        Target::Offline(dir) => {
+            let mut backend = OfflineBackend::new(&dir, xtables, restore_options(&config));
+            if config.dry_run {
+                return print_file_plan(&backend, &desired, config.verbose);
+            }
+            prepare_ipv6(&desired)?;
+            let outcome = backend.converge(&desired)?;
+            notice(format!(
+                "firewalld is not running: wrote our rules to {} (firewalld applies them when it starts) and applied them now with iptables; {}",
+                backend.file().path().display(),
+                outcome.summary.join("; ")
+            ));
+            Ok(())
+        }
+        Target::Iptables => {
+            if config.dry_run {
+                print!("{}", restore::render_dry_run(&desired, config.verbose));
+                return Ok(());
+            }
+            prepare_ipv6(&desired)?;
+            let mut backend = IptablesBackend::new(xtables, restore_options(&config));
+            if config.store_firewalld {
+                notice(format!(
+                    "--store-firewalld: firewalld is not installed here ({} does not exist); nothing will be stored",
+                    args.firewalld.firewalld_config_dir.display()
+                ));
+            }
+            notice(format!(
+                "applying with {}; nothing persists across reboots (no firewalld)",
+                backend.name()
+            ));
+            let outcome = backend.converge(&desired)?;
+            notice(format!("installed; {}", outcome.summary.join(", ")));
+            Ok(())
+        }
     }
-    let mut backend = IptablesBackend::new(xtables, restore_options(&config));
+}
+
+fn with_firewalld(
+    firewalld: Box<Firewalld>,
+    config_dir: &Path,
+    config: &Config,
+    xtables: Vec<Xtables>,
+    desired: &Ruleset,
+) -> Result<()> {
+    let store = config.store_firewalld;
+    let mut backend = FirewalldBackend::new(
+        firewalld,
+        store,
+        DirectFile::in_dir(config_dir),
+        xtables,
+        restore_options(config),
+    );
+    if config.dry_run {
+        let plan = backend.plan(desired)?;
+        println!("### {}: runtime ###", backend.name());
+        print_changes(&plan.runtime);
+        if let Some((permanent, settings)) = &plan.permanent {
+            println!(
+                "\n### {}: permanent configuration (direct.xml) ###",
+                backend.name()
+            );
+            print_changes(permanent);
+            println!("\n### resulting direct.xml, as firewalld writes it ###");
+            print!("{}", direct_xml::render(settings));
+        }
+        return Ok(());
+    }
+    if !store {
+        notice("rules go into firewalld's runtime only: `firewall-cmd --reload`, a restart or a reboot drops them (add --store-firewalld to keep them)");
+    }
+    prepare_ipv6(desired)?;
+    let outcome = backend.converge(desired)?;
+    let done = if outcome.changed {
+        "installed through"
+    } else {
+        "already installed, nothing to change in"
+    };
     notice(format!(
-        "applying with {} (nothing persists across reboots without firewalld)",
-        backend.name()
+        "{done} {}: {}",
+        backend.name(),
+        outcome.summary.join("; ")
     ));
-    let outcome = backend.converge(&desired)?;
-    notice(format!("installed; {}", outcome.summary.join(", ")));
     Ok(())
 }
 
+fn prepare_ipv6(desired: &Ruleset) -> Result<()> {
+    if desired.family(Family::V6).is_some() {
+        host::ensure_ipv6_passthrough_address(&host::loopback_interface())?;
+    }
+    Ok(())
+}
+
+/// With firewalld in charge, IPv6 redirection needs `RFC3964_IPv4=no`: firewalld's own
+/// filter rejects packets to `::/96`, and REDIRECT sends local IPv6 traffic to `::1`.
+fn ipv6_allowed(target: &Target, args: &InstallArgs, config: &Config) -> Result<bool> {
+    if config.ip_family_mode != IpFamilyMode::DualStack {
+        return Ok(true);
+    }
+    let enabled = match target {
+        Target::Firewalld(firewalld) => firewalld.rfc3964_ipv4()?,
+        Target::Offline(dir) => offline::rfc3964_ipv4(dir)?,
+        Target::Iptables => return Ok(true),
+    };
+    if !enabled {
+        return Ok(true);
+    }
+    if !args.disable_firewalld_rfc3964_ipv4 {
+        notice("IPv6: firewalld's RFC3964_IPv4=yes rejects traffic to ::/96, which holds ::1 where IPv6 redirection delivers local traffic; installing IPv4 rules only (--disable-firewalld-rfc3964-ipv4 sets RFC3964_IPv4=no and redirects IPv6 too)");
+        return Ok(false);
+    }
+    if config.dry_run {
+        notice(
+            "IPv6: would set firewalld's RFC3964_IPv4=no (and reload firewalld) before installing",
+        );
+        return Ok(true);
+    }
+    match target {
+        Target::Firewalld(firewalld) => {
+            firewalld.disable_rfc3964_ipv4()?;
+            notice("IPv6: set firewalld's RFC3964_IPv4=no and reloaded firewalld");
+        }
+        Target::Offline(dir) => {
+            offline::disable_rfc3964_ipv4(dir)?;
+            notice(
+                "IPv6: set RFC3964_IPv4=no in firewalld.conf; firewalld reads it when it starts",
+            );
+        }
+        Target::Iptables => {}
+    }
+    Ok(true)
+}
+
 /// IPv4 always; IPv6 in dual-stack mode when the host has a non-loopback IPv6 address.
-fn families(config: &Config) -> Vec<Family> {
+fn families(config: &Config, ipv6_allowed: bool) -> Vec<Family> {
     let mut families = vec![Family::V4];
-    if config.ip_family_mode == IpFamilyMode::DualStack {
+    if config.ip_family_mode == IpFamilyMode::DualStack && ipv6_allowed {
         if host::has_non_loopback_ipv6() {
             families.push(Family::V6);
         } else {

@@ -1,16 +1,21 @@
 //! The subcommands: thin glue from parsed flags to config, rules and a backend.
 
 mod install;
+mod target;
 mod uninstall;
 
 use std::fmt;
 
 use anyhow::Result;
 
+use crate::backend::firewalld::describe;
+use crate::backend::offline::OfflineBackend;
 use crate::backend::xtables::{RestoreOptions, Xtables};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ExecutablePaths};
-use crate::ruleset::Family;
+use crate::direct::Plan;
+use crate::format::restore;
+use crate::ruleset::{Family, Ruleset};
 
 /// Bad input from the user: reported in one line with exit status 2, nothing changed.
 #[derive(Debug)]
@@ -56,4 +61,27 @@ fn restore_options(config: &Config) -> RestoreOptions {
         max_retries: config.max_retries,
         sleep_between_retries: config.sleep_between_retries,
     }
+}
+
+/// A plan's changes, one per line, and a count line.
+fn print_changes(plan: &Plan) {
+    for change in &plan.changes {
+        println!("{change}");
+    }
+    println!("{}", describe(plan));
+}
+
+/// The dry run of a stopped firewalld: changes to direct.xml and the resulting file.
+fn print_file_plan(backend: &OfflineBackend, desired: &Ruleset, verbose: bool) -> Result<()> {
+    let file = backend.plan_file(desired)?;
+    let path = backend.file().path().display();
+    println!("### {path} (firewalld is not running) ###");
+    print_changes(&file.plan);
+    match file.resulting_text() {
+        Some(text) => print!("\n### resulting {path} ###\n{text}"),
+        None => println!("\n### {path} stays absent ###"),
+    }
+    println!("\n### iptables, now (firewalld flushes them when it starts) ###");
+    print!("{}", restore::render_dry_run(desired, verbose));
+    Ok(())
 }

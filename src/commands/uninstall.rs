@@ -1,9 +1,13 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use super::{detect_xtables, notice, restore_options, BadInput};
+use super::target::{self, Target};
+use super::{detect_xtables, notice, print_changes, print_file_plan, restore_options, BadInput};
+use crate::backend::direct_file::DirectFile;
+use crate::backend::firewalld::FirewalldBackend;
 use crate::backend::iptables::IptablesBackend;
-use crate::backend::Backend;
+use crate::backend::offline::OfflineBackend;
+use crate::backend::{Backend, Outcome};
 use crate::cli::{executables_overlay, UninstallArgs};
 use crate::config::settings::Settings;
 use crate::config::sources;
@@ -19,30 +23,70 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
     if !args.dry_run && !host::is_root() {
         bail!("uninstall changes the firewall and needs root (use --dry-run to see what it would remove)");
     }
-    let xtables = detect_xtables(&config.executables)?;
-    let mut backend = IptablesBackend::new(xtables, restore_options(&config));
     let nothing = Ruleset::default();
-    if args.dry_run {
-        for (xtables, script) in backend.plan(&nothing)? {
-            println!(
-                "### {} ###\n\n{}",
-                xtables.family.label(),
-                script.trim_end()
+    let target = target::choose(&args.firewalld, true)?;
+    let (name, outcome) = match target {
+        Target::Firewalld(firewalld) => {
+            // The iptables binaries only check added rules; removing needs none.
+            let mut backend = FirewalldBackend::new(
+                firewalld,
+                true,
+                DirectFile::in_dir(&args.firewalld.firewalld_config_dir),
+                Vec::new(),
+                restore_options(&config),
             );
+            if args.dry_run {
+                let plan = backend.plan(&nothing)?;
+                println!("### {}: runtime ###", backend.name());
+                print_changes(&plan.runtime);
+                if let Some((permanent, _)) = &plan.permanent {
+                    println!(
+                        "\n### {}: permanent configuration (direct.xml) ###",
+                        backend.name()
+                    );
+                    print_changes(permanent);
+                }
+                return Ok(());
+            }
+            (backend.name(), backend.converge(&nothing)?)
         }
-        return Ok(());
-    }
-    let outcome = backend.converge(&nothing)?;
+        Target::Offline(dir) => {
+            let xtables = detect_xtables(&config.executables)?;
+            let mut backend = OfflineBackend::new(&dir, xtables, restore_options(&config));
+            if args.dry_run {
+                return print_file_plan(&backend, &nothing, args.verbose);
+            }
+            (backend.name(), backend.converge(&nothing)?)
+        }
+        Target::Iptables => {
+            let xtables = detect_xtables(&config.executables)?;
+            let mut backend = IptablesBackend::new(xtables, restore_options(&config));
+            if args.dry_run {
+                for (xtables, script) in backend.plan(&nothing)? {
+                    println!(
+                        "### {} ###\n\n{}",
+                        xtables.family.label(),
+                        script.trim_end()
+                    );
+                }
+                return Ok(());
+            }
+            (backend.name(), backend.converge(&nothing)?)
+        }
+    };
+    report(&name, &outcome, args.verbose);
+    Ok(())
+}
+
+fn report(name: &str, outcome: &Outcome, verbose: bool) {
     if outcome.changed {
         notice(format!(
-            "removed every transparent-proxy rule and chain ({})",
-            backend.name()
+            "removed every transparent-proxy rule and chain ({name})"
         ));
     } else {
         notice("no transparent-proxy rules found; nothing to remove");
     }
-    if args.verbose {
+    if verbose {
         outcome.summary.iter().for_each(notice);
     }
-    Ok(())
 }

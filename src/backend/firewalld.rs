@@ -1,0 +1,384 @@
+//! The firewalld backend: our rules as direct entries, applied through firewalld's runtime
+//! D-Bus interface one entry at a time (firewalld has no batch call) and, when storing,
+//! into the permanent configuration with one `getSettings`/`update` round trip. A failed
+//! step undoes the steps before it, so firewalld ends as it was or as wanted.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use zbus::blocking::Connection;
+use zbus::proxy::CacheProperties;
+
+use super::direct_file::{DirectFile, Loaded};
+use super::iptables::plan_family;
+use super::xtables::{RestoreOptions, Xtables};
+use super::{Backend, Outcome};
+use crate::direct::{self, plan, Change, DirectConfig, Plan};
+use crate::format::dbus::{self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings};
+use crate::ruleset::Ruleset;
+
+/// A connection to a running firewalld and what it told us about itself.
+pub struct Firewalld {
+    firewalld: FirewallD<'static>,
+    runtime: RuntimeDirect<'static>,
+    permanent: PermanentDirect<'static>,
+    settings: Settings<'static>,
+    pub version: String,
+    /// `nftables` or `iptables`.
+    pub firewall_backend: String,
+}
+
+/// What is on the system bus.
+pub enum Presence {
+    /// No system bus, or nobody owns firewalld's name.
+    Absent,
+    Running(Box<Firewalld>),
+    /// firewalld answers but is not RUNNING (`FAILED`, `INIT`).
+    NotRunning(String),
+}
+
+/// Looks for firewalld on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured).
+pub fn find() -> Result<Presence> {
+    let Ok(connection) = Connection::system() else {
+        return Ok(Presence::Absent);
+    };
+    if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
+        return Ok(Presence::Absent);
+    }
+    let firewalld = FirewallD::builder(&connection)
+        .cache_properties(CacheProperties::No)
+        .build()?;
+    let state = firewalld
+        .state()
+        .map_err(|e| failure("reading firewalld's state", &e))?;
+    if state != "RUNNING" {
+        return Ok(Presence::NotRunning(state));
+    }
+    let settings = Settings::builder(&connection)
+        .cache_properties(CacheProperties::No)
+        .build()?;
+    Ok(Presence::Running(Box::new(Firewalld {
+        version: firewalld.version().unwrap_or_default(),
+        firewall_backend: settings.firewall_backend().unwrap_or_default(),
+        runtime: RuntimeDirect::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()?,
+        permanent: PermanentDirect::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()?,
+        firewalld,
+        settings,
+    })))
+}
+
+/// An error naming what we were doing, firewalld's answer and, where we know it, the fix.
+fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
+    let failure = Failure::from(error);
+    let hint = match &failure {
+        Failure::NotAuthorized(_) | Failure::AccessDenied(_) => {
+            "; run as root (or grant org.fedoraproject.FirewallD1.direct and .config through polkit)"
+        }
+        Failure::Firewalld { code, .. } if code == "ACCESS_DENIED" => {
+            "; firewalld's lockdown refuses this program: add it to lockdown-whitelist.xml or turn Lockdown off"
+        }
+        Failure::Firewalld { code, .. } if code == "RUNNING_BUT_FAILED" => {
+            "; firewalld is in FAILED state: fix its configuration (firewall-cmd --check-config) and restart it"
+        }
+        _ => "",
+    };
+    anyhow!("{step}: {failure}{hint}")
+}
+
+impl Firewalld {
+    pub fn runtime_config(&self) -> Result<DirectConfig> {
+        let read = || -> zbus::Result<DirectConfig> {
+            Ok(dbus::from_wire((
+                self.runtime.get_all_chains()?,
+                self.runtime.get_all_rules()?,
+                self.runtime.get_all_passthroughs()?,
+            )))
+        };
+        read().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+    }
+
+    pub fn permanent_config(&self) -> Result<DirectConfig> {
+        self.permanent
+            .get_settings()
+            .map(dbus::from_wire)
+            .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
+    }
+
+    fn update_permanent(&self, config: &DirectConfig) -> Result<()> {
+        self.permanent
+            .update(&dbus::to_wire(config))
+            .map_err(|e| failure("writing firewalld's permanent direct rules", &e))
+    }
+
+    /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (`yes` when unset).
+    pub fn rfc3964_ipv4(&self) -> Result<bool> {
+        let value = self
+            .settings
+            .rfc3964_ipv4()
+            .map_err(|e| failure("reading firewalld's RFC3964_IPv4 setting", &e))?;
+        Ok(!value.eq_ignore_ascii_case("no"))
+    }
+
+    /// Sets `RFC3964_IPv4=no` in firewalld.conf and reloads, so firewalld stops rejecting
+    /// packets to `::/96` (`::1` among them, where IPv6 redirection sends local traffic).
+    pub fn disable_rfc3964_ipv4(&self) -> Result<()> {
+        self.settings
+            .set_rfc3964_ipv4("no")
+            .map_err(|e| failure("setting RFC3964_IPv4=no", &e))?;
+        self.firewalld
+            .reload()
+            .map_err(|e| failure("reloading firewalld", &e))
+    }
+
+    fn apply(&self, change: &Change) -> zbus::Result<()> {
+        let r = &self.runtime;
+        match change {
+            Change::AddChain(c) => r.add_chain(&c.ipv, &c.table, &c.chain),
+            Change::RemoveChain(c) => r.remove_chain(&c.ipv, &c.table, &c.chain),
+            Change::AddRule(x) => r.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args),
+            Change::RemoveRule(x) => r.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args),
+            Change::AddPassthrough(p) => r.add_passthrough(&p.ipv, &p.args),
+            Change::RemovePassthrough(p) => r.remove_passthrough(&p.ipv, &p.args),
+        }
+    }
+
+    /// Applies `changes` to the runtime in order; on a failure undoes what was done.
+    fn apply_runtime(&self, changes: &[Change]) -> Result<()> {
+        let mut done: Vec<&Change> = Vec::new();
+        for change in changes {
+            match self.apply(change) {
+                Ok(()) => done.push(change),
+                Err(e) if already_done(change, &e) => {}
+                Err(e) => {
+                    let undo_failures = self.undo(&done);
+                    let mut message =
+                        format!("firewalld refused `{change}`: {}; ", Failure::from(&e));
+                    if undo_failures.is_empty() {
+                        message.push_str(&format!(
+                            "the {} change(s) before it were undone, nothing is changed",
+                            done.len()
+                        ));
+                    } else {
+                        message.push_str(&format!(
+                            "undoing the changes before it failed too ({}); run uninstall",
+                            undo_failures.join("; ")
+                        ));
+                    }
+                    bail!(message);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reverts `done` in reverse order; returns what could not be reverted.
+    fn undo(&self, done: &[&Change]) -> Vec<String> {
+        done.iter()
+            .rev()
+            .filter_map(|change| {
+                let inverse = change.inverse();
+                match self.apply(&inverse) {
+                    Err(e) if !already_done(&inverse, &e) => {
+                        Some(format!("`{inverse}`: {}", Failure::from(&e)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// firewalld reports an addition of something present, or a removal of something absent,
+/// as an error; for us the entry is as wanted.
+fn already_done(change: &Change, error: &zbus::Error) -> bool {
+    let code = Failure::from(error);
+    match code.code() {
+        Some("ALREADY_ENABLED") => change.is_addition(),
+        Some("NOT_ENABLED") => !change.is_addition(),
+        _ => false,
+    }
+}
+
+/// What the backend would do, per target.
+pub struct FirewalldPlan {
+    pub runtime: Plan,
+    /// The permanent plan and the whole new permanent configuration, when storing.
+    pub permanent: Option<(Plan, DirectConfig)>,
+    /// Our entries, as they will be.
+    pub desired: DirectConfig,
+    /// direct.xml as read before the change.
+    file: Option<Loaded>,
+}
+
+pub struct FirewalldBackend {
+    firewalld: Box<Firewalld>,
+    /// Also change the permanent configuration (direct.xml); uninstall always does.
+    store: bool,
+    /// firewalld's direct.xml: a malformed one is never rewritten, and firewalld would
+    /// rewrite it from what it managed to parse if we changed the permanent configuration.
+    file: DirectFile,
+    /// Used to check every rule with `iptables-restore --test` before anything is written.
+    checkers: Vec<Xtables>,
+    options: RestoreOptions,
+}
+
+impl FirewalldBackend {
+    pub fn new(
+        firewalld: Box<Firewalld>,
+        store: bool,
+        file: DirectFile,
+        checkers: Vec<Xtables>,
+        options: RestoreOptions,
+    ) -> Self {
+        Self {
+            firewalld,
+            store,
+            file,
+            checkers,
+            options,
+        }
+    }
+
+    pub fn firewalld(&self) -> &Firewalld {
+        &self.firewalld
+    }
+
+    pub fn plan(&self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+        let runtime = self.firewalld.runtime_config()?;
+        let mut file = None;
+        let permanent = if self.store {
+            file = self.file.load().context(
+                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
+            )?;
+            Some(self.firewalld.permanent_config()?)
+        } else {
+            None
+        };
+        // Priorities follow the stored rules when storing, so both targets agree.
+        let desired = direct::translate(ruleset, permanent.as_ref().unwrap_or(&runtime));
+        let permanent = permanent.map(|current| {
+            let plan = plan(&current, &desired);
+            (plan, current.with_owned(&desired))
+        });
+        Ok(FirewalldPlan {
+            runtime: plan(&runtime, &desired),
+            permanent,
+            desired,
+            file,
+        })
+    }
+
+    /// `iptables-restore --test` of our rules for each family, as firewalld will apply them.
+    fn check(&self, ruleset: &Ruleset) -> Result<()> {
+        for family in &ruleset.families {
+            let Some(checker) = self.checkers.iter().find(|x| x.family == family.family) else {
+                continue;
+            };
+            if let Some(script) = plan_family(&[], Some(family)) {
+                checker
+                    .test_restore(&script, &self.options)
+                    .with_context(|| {
+                        format!(
+                            "{} rules were rejected by {}; nothing was written to firewalld",
+                            family.family.label(),
+                            checker.restore.display()
+                        )
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FirewalldBackend {
+    fn name(&self) -> String {
+        format!(
+            "firewalld {} ({} backend)",
+            self.firewalld.version, self.firewalld.firewall_backend
+        )
+    }
+
+    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
+        self.check(desired)?;
+        let plan = self.plan(desired)?;
+        self.firewalld.apply_runtime(&plan.runtime.changes)?;
+        if let Some((permanent, settings)) = &plan.permanent {
+            if !permanent.is_empty() {
+                if let Err(error) = self.firewalld.update_permanent(settings) {
+                    let done: Vec<&Change> = plan.runtime.changes.iter().collect();
+                    let undo_failures = self.firewalld.undo(&done);
+                    let state = if undo_failures.is_empty() {
+                        "the runtime changes were undone, nothing is changed".to_string()
+                    } else {
+                        format!(
+                            "undoing the runtime changes failed too ({})",
+                            undo_failures.join("; ")
+                        )
+                    };
+                    return Err(error.context(state));
+                }
+                self.keep_file_layout(&plan)?;
+            }
+        }
+        self.verify(&plan)?;
+        let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];
+        if let Some((permanent, _)) = &plan.permanent {
+            summary.push(format!("permanent: {}", describe(permanent)));
+        }
+        let changed =
+            !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
+        Ok(Outcome { changed, summary })
+    }
+}
+
+impl FirewalldBackend {
+    /// firewalld rewrites direct.xml in its own layout on `update`, dropping the operator's
+    /// comments and formatting. The same entries are written back in the original layout
+    /// (our entries replaced, every other byte kept); firewalld's file watcher then reads
+    /// what it already holds. direct.xml.old keeps the file as it was before the change.
+    fn keep_file_layout(&self, plan: &FirewalldPlan) -> Result<()> {
+        let Some(before) = &plan.file else {
+            return Ok(());
+        };
+        if let Some(text) = DirectFile::planned_text(Some(before), &plan.desired) {
+            self.file
+                .write(&text, None)
+                .and_then(|()| self.file.write_old(&before.text))
+                .context("firewalld stored the rules; keeping direct.xml's own layout failed")?;
+        }
+        Ok(())
+    }
+
+    /// Reads both targets back: our entries must be exactly the desired ones.
+    fn verify(&self, plan: &FirewalldPlan) -> Result<()> {
+        let same = |have: &DirectConfig| {
+            let mut have = have.owned();
+            let mut want = plan.desired.clone();
+            for c in [&mut have, &mut want] {
+                c.chains.sort();
+                c.rules.sort();
+                c.passthroughs.sort();
+            }
+            have == want
+        };
+        if !same(&self.firewalld.runtime_config()?) {
+            bail!("firewalld's runtime direct rules differ from the plan after applying it");
+        }
+        if plan.permanent.is_some() && !same(&self.firewalld.permanent_config()?) {
+            bail!("firewalld's permanent direct rules differ from the plan after applying it");
+        }
+        Ok(())
+    }
+}
+
+/// `3 added, 1 removed, 40 unchanged`.
+pub fn describe(plan: &Plan) -> String {
+    format!(
+        "{} added, {} removed, {} unchanged",
+        plan.count(true),
+        plan.count(false),
+        plan.unchanged
+    )
+}

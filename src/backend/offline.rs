@@ -1,0 +1,164 @@
+//! firewalld installed but stopped: our entries go into its `direct.xml` (which it applies
+//! when it starts, flushing iptables first) and, so they work now, into the kernel with the
+//! raw iptables backend. Both or neither: the file is restored if iptables fails.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::direct_file::{DirectFile, Loaded};
+use super::iptables::{plan_family, IptablesBackend};
+use super::xtables::{RestoreOptions, Xtables};
+use super::{Backend, Outcome};
+use crate::direct::{self, plan, Plan};
+use crate::format::firewalld_conf;
+use crate::ruleset::Ruleset;
+
+pub struct OfflineBackend {
+    file: DirectFile,
+    xtables: Vec<Xtables>,
+    options: RestoreOptions,
+}
+
+/// The file's side of the work.
+pub struct FilePlan {
+    pub plan: Plan,
+    /// The new file, when it changes.
+    pub text: Option<String>,
+    loaded: Option<Loaded>,
+}
+
+impl OfflineBackend {
+    pub fn new(config_dir: &Path, xtables: Vec<Xtables>, options: RestoreOptions) -> Self {
+        Self {
+            file: DirectFile::in_dir(config_dir),
+            xtables,
+            options,
+        }
+    }
+
+    pub fn file(&self) -> &DirectFile {
+        &self.file
+    }
+
+    /// Reads direct.xml (refusing a malformed one) and plans our entries in it.
+    pub fn plan_file(&self, ruleset: &Ruleset) -> Result<FilePlan> {
+        let loaded = self.file.load()?;
+        let current = loaded
+            .as_ref()
+            .map(|l| l.document.config())
+            .unwrap_or_default();
+        let desired = direct::translate(ruleset, &current);
+        Ok(FilePlan {
+            plan: plan(&current, &desired),
+            text: DirectFile::planned_text(loaded.as_ref(), &desired),
+            loaded,
+        })
+    }
+
+    /// `iptables-restore --test` of our rules, so a file firewalld would choke on at its
+    /// next start is never written.
+    fn check(&self, ruleset: &Ruleset) -> Result<()> {
+        for family in &ruleset.families {
+            let Some(xtables) = self.xtables.iter().find(|x| x.family == family.family) else {
+                continue;
+            };
+            if let Some(script) = plan_family(&[], Some(family)) {
+                xtables
+                    .test_restore(&script, &self.options)
+                    .with_context(|| {
+                        format!(
+                            "{} rules were rejected; nothing was written",
+                            family.family.label()
+                        )
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for OfflineBackend {
+    fn name(&self) -> String {
+        format!("{} and iptables", self.file.path().display())
+    }
+
+    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
+        let file_plan = self.plan_file(desired)?;
+        self.check(desired)?;
+        if let Some(text) = &file_plan.text {
+            self.file.write(text, file_plan.loaded.as_ref())?;
+        }
+        let mut iptables = IptablesBackend::new(self.xtables.clone(), self.options);
+        let kernel = match iptables.converge(desired) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if file_plan.text.is_some() {
+                    self.restore_file(file_plan.loaded.as_ref())
+                        .context("putting direct.xml back after iptables failed also failed")?;
+                }
+                return Err(error.context("direct.xml was left as it was"));
+            }
+        };
+        let mut summary = vec![format!(
+            "{}: {}",
+            self.file.path().display(),
+            super::firewalld::describe(&file_plan.plan)
+        )];
+        summary.extend(kernel.summary);
+        Ok(Outcome {
+            changed: file_plan.text.is_some() || kernel.changed,
+            summary,
+        })
+    }
+}
+
+impl OfflineBackend {
+    fn restore_file(&self, previous: Option<&Loaded>) -> Result<()> {
+        match previous {
+            Some(loaded) => self.file.write(&loaded.text, None),
+            None => std::fs::remove_file(self.file.path()).map_err(Into::into),
+        }
+    }
+}
+
+/// firewalld.conf's `RFC3964_IPv4` (yes when the file or the key is missing).
+pub fn rfc3964_ipv4(config_dir: &Path) -> Result<bool> {
+    Ok(firewalld_conf::rfc3964_ipv4(&read_conf(config_dir)?))
+}
+
+/// Sets `RFC3964_IPv4=no` in firewalld.conf, keeping every other line.
+pub fn disable_rfc3964_ipv4(config_dir: &Path) -> Result<()> {
+    let path = config_dir.join("firewalld.conf");
+    let text = firewalld_conf::set(&read_conf(config_dir)?, "RFC3964_IPv4", "no");
+    let mut temp = tempfile::Builder::new()
+        .prefix(".firewalld.conf.")
+        .tempfile_in(config_dir)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut temp, text.as_bytes())?;
+    temp.as_file().sync_all()?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        temp.as_file().set_permissions(meta.permissions())?;
+    }
+    temp.persist(&path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+fn read_conf(config_dir: &Path) -> Result<String> {
+    let path = config_dir.join("firewalld.conf");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl FilePlan {
+    /// The direct.xml firewalld would load after the change (None: there is no file).
+    pub fn resulting_text(&self) -> Option<&str> {
+        self.text
+            .as_deref()
+            .or(self.loaded.as_ref().map(|l| l.text.as_str()))
+    }
+}
