@@ -29,6 +29,8 @@ fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Never the host's firewalld, even for a dry run.
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

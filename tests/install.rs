@@ -3,65 +3,10 @@
 
 mod common;
 
-use common::{assert_expected, namespaces_available, normalise_like_reference, Sandbox};
-
-const MULTIPLE_FLAGS: &[&str] = &[
-    "--redirect-all-dns-traffic",
-    "--vnet",
-    "docker0:172.17.0.0/16",
-    "--vnet",
-    "br+:172.18.0.0/16",
-    "--vnet",
-    "iface:::1/64",
-    "--exclude-outbound-ports-for-uids",
-    "53,3000-5000:106-108",
-    "--exclude-outbound-ips",
-    "10.0.0.1,192.168.0.0/24,fe80::1",
-    "--exclude-outbound-ips",
-    "fd00::/8",
-    "--exclude-outbound-ports",
-    "1,22,333",
-    "--exclude-inbound-ports",
-    "4444,55555",
-    "--exclude-inbound-ips",
-    "192.168.0.1,172.32.16.8/16,fe80::/10",
-    "--exclude-inbound-ips",
-    "a81b:a033:6399:73c7:72b6:aa8c:6f22:7098",
-];
-
-const CONFIG_1: &str = "redirect:\n  dns:\n    enabled: false\n    port: 7777\n";
-const CONFIG_2: &str = "redirect:\n  dns:\n    enabled: true\n    port: 8888\n  outbound:\n    excludePortsForIPs:\n    - 10.11.12.13\n    - 172.14.15.16/32\n  inbound:\n    excludePorts:\n    - 10000\n    - 20000\n";
-const CONFIG_STDIN: &str = "redirect:
-  vnet:
-    networks:
-    - docker2:10.0.0.0/8
-    - docker0:172.17.0.0/16
-    - br+:172.18.0.0/16
-    - iface:::1/64
-  dns:
-    enabled: true
-    captureAll: true
-  inbound:
-    enabled: true
-    excludePorts:
-    - 4444
-    - 55555
-    excludePortsForIPs:
-    - 192.168.0.1,172.32.16.8/16,fe80::/10
-    - a81b:a033:6399:73c7:72b6:aa8c:6f22:7098
-  outbound:
-    enabled: true
-    excludePortsForUIDs:
-    - 1
-    - 2-3:4-5
-    excludePorts:
-    - 6
-    - 77
-    - 888
-    excludePortsForIPs:
-    - 10.0.0.1,192.168.0.0/24,fe80::1
-    - fd00::/8
-";
+use common::{
+    assert_expected, namespaces_available, normalise_like_reference, Sandbox, CONFIG_1, CONFIG_2,
+    CONFIG_STDIN, MULTIPLE_FLAGS,
+};
 
 fn install_and_compare(sandbox: &Sandbox, set: &str, args: &[&str]) {
     let mut full = vec!["install", "--kuma-dp-user", "kuma-dp"];
@@ -413,6 +358,8 @@ fn custom_executables_lock_wait_and_store_firewalld_flags() {
         "--wait-interval",
         "1000",
         "--store-firewalld",
+        "--firewalld-config-dir",
+        sandbox.path("no-firewalld").to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");

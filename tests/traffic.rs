@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::firewalld::{with_firewalld, BACKENDS};
 use common::{namespaces_available, Sandbox, APP_UID, KUMA_DP_UID};
 
 const ROLE: &str = "TPROXY_ROLE";
@@ -32,10 +33,20 @@ fn main() {
             other => panic!("unknown role {other}"),
         });
     }
-    let tests: [(&str, fn()); 1] = [(
-        "redirects_applications_but_not_kuma_dp",
-        redirects_applications_but_not_kuma_dp,
-    )];
+    let tests: [(&str, fn()); 3] = [
+        (
+            "redirects_applications_but_not_kuma_dp",
+            redirects_applications_but_not_kuma_dp,
+        ),
+        (
+            "firewalld_redirects_after_install_reload_and_reboot",
+            firewalld_redirects_after_install_reload_and_reboot,
+        ),
+        (
+            "firewalld_with_rfc3964_redirects_ipv4_and_leaves_ipv6_working",
+            firewalld_with_rfc3964_redirects_ipv4_and_leaves_ipv6_working,
+        ),
+    ];
     let mut failed = 0;
     for (name, test) in tests {
         match std::panic::catch_unwind(test) {
@@ -158,13 +169,10 @@ fn output(child: Child) -> (bool, String) {
     )
 }
 
-fn redirects_applications_but_not_kuma_dp() {
-    if !namespaces_available("redirects_applications_but_not_kuma_dp") {
-        return;
-    }
-    let host = Sandbox::new();
+/// A second namespace holding the far end of the host's veth pair (192.0.2.2, fd00::2),
+/// and a copy of this binary the unprivileged UIDs can run.
+fn remote_for(host: &Sandbox) -> (Sandbox, std::path::PathBuf) {
     let remote = Sandbox::new();
-    // Move the host's veth peer into the remote namespace: 192.0.2.2 / fd00::2 live there.
     remote.ok(&["ip", "link", "del", "veth0"]);
     host.ok(&[
         "ip",
@@ -190,43 +198,117 @@ fn redirects_applications_but_not_kuma_dp() {
     ] {
         remote.ok(&args);
     }
-    // The helper must be executable by the unprivileged UIDs.
     let helper = host.path("role-helper");
     std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
     std::fs::set_permissions(host.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (remote, helper)
+}
 
-    host.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
-
+/// An application's connection lands on Envoy with its original destination; kuma-dp's
+/// reaches the remote host untouched. With `ipv6_redirected` false, an application's IPv6
+/// connection must reach the remote host directly (IPv6 left alone, not broken).
+fn check_traffic(
+    host: &Sandbox,
+    remote: &Sandbox,
+    helper: &Path,
+    ipv6_redirected: bool,
+    when: &str,
+) {
     for (envoy, target, bind_remote) in [
         ("127.0.0.1:15001", "192.0.2.2:8080", "0.0.0.0:8080"),
         ("[::1]:15001", "[fd00::2]:8080", "[::]:8080"),
     ] {
+        if envoy.starts_with('[') && !ipv6_redirected {
+            let remote_listener = spawn_role(remote, helper, 0, "listen", bind_remote);
+            let client = spawn_role(host, helper, APP_UID, "connect", target);
+            let (connected, _) = output(client);
+            let (accepted, said) = output(remote_listener);
+            assert!(
+                connected && accepted && said.trim() == "original none said hello",
+                "{when}: IPv6 without redirection must reach {target} directly: {said}"
+            );
+            continue;
+        }
         // An application's connection is redirected to Envoy's outbound port.
-        let envoy_listener = spawn_role(&host, &helper, KUMA_DP_UID, "listen", envoy);
-        let client = spawn_role(&host, &helper, APP_UID, "connect", target);
+        let envoy_listener = spawn_role(host, helper, KUMA_DP_UID, "listen", envoy);
+        let client = spawn_role(host, helper, APP_UID, "connect", target);
         let (connected, _) = output(client);
         let (accepted, said) = output(envoy_listener);
         assert!(
             connected && accepted,
-            "application connection to {target} was not redirected: {said}"
+            "{when}: application connection to {target} was not redirected: {said}"
         );
         let wanted = format!("original {target} said hello");
-        assert_eq!(said.trim(), wanted, "SO_ORIGINAL_DST");
+        assert_eq!(said.trim(), wanted, "{when}: SO_ORIGINAL_DST");
 
         // kuma-dp's own connection goes straight to the remote host.
-        let remote_listener = spawn_role(&remote, &helper, 0, "listen", bind_remote);
-        let client = spawn_role(&host, &helper, KUMA_DP_UID, "connect", target);
+        let remote_listener = spawn_role(remote, helper, 0, "listen", bind_remote);
+        let client = spawn_role(host, helper, KUMA_DP_UID, "connect", target);
         let (connected, _) = output(client);
         let (accepted, said) = output(remote_listener);
         assert!(
             connected && accepted,
-            "kuma-dp connection to {target} did not reach the remote host: {said}"
+            "{when}: kuma-dp connection to {target} did not reach the remote host: {said}"
         );
         assert_eq!(
             said.trim(),
             "original none said hello",
-            "kuma-dp traffic must not be NATed"
+            "{when}: kuma-dp traffic must not be NATed"
+        );
+    }
+}
+
+fn redirects_applications_but_not_kuma_dp() {
+    if !namespaces_available("redirects_applications_but_not_kuma_dp") {
+        return;
+    }
+    let host = Sandbox::new();
+    let (remote, helper) = remote_for(&host);
+    host.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
+    check_traffic(&host, &remote, &helper, true, "raw iptables");
+}
+
+fn firewalld_redirects_after_install_reload_and_reboot() {
+    for backend in BACKENDS {
+        let Some(mut host) = with_firewalld("firewalld_traffic", backend) else {
+            return;
+        };
+        let (remote, helper) = remote_for(&host);
+        host.tproxy_ok(&[
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--store-firewalld",
+            "--disable-firewalld-rfc3964-ipv4",
+        ]);
+        check_traffic(
+            &host,
+            &remote,
+            &helper,
+            true,
+            &format!("{backend}: install"),
+        );
+        host.firewall_cmd_ok(&["--reload"]);
+        check_traffic(&host, &remote, &helper, true, &format!("{backend}: reload"));
+        host.reboot();
+        check_traffic(&host, &remote, &helper, true, &format!("{backend}: reboot"));
+    }
+}
+
+fn firewalld_with_rfc3964_redirects_ipv4_and_leaves_ipv6_working() {
+    for backend in BACKENDS {
+        let Some(host) = with_firewalld("firewalld_rfc3964_traffic", backend) else {
+            return;
+        };
+        let (remote, helper) = remote_for(&host);
+        host.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+        check_traffic(
+            &host,
+            &remote,
+            &helper,
+            false,
+            &format!("{backend}: RFC3964_IPv4=yes"),
         );
     }
 }

@@ -8,6 +8,68 @@ use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+pub mod firewalld;
+
+/// The reference's "with-multiple-flags" set.
+pub const MULTIPLE_FLAGS: &[&str] = &[
+    "--redirect-all-dns-traffic",
+    "--vnet",
+    "docker0:172.17.0.0/16",
+    "--vnet",
+    "br+:172.18.0.0/16",
+    "--vnet",
+    "iface:::1/64",
+    "--exclude-outbound-ports-for-uids",
+    "53,3000-5000:106-108",
+    "--exclude-outbound-ips",
+    "10.0.0.1,192.168.0.0/24,fe80::1",
+    "--exclude-outbound-ips",
+    "fd00::/8",
+    "--exclude-outbound-ports",
+    "1,22,333",
+    "--exclude-inbound-ports",
+    "4444,55555",
+    "--exclude-inbound-ips",
+    "192.168.0.1,172.32.16.8/16,fe80::/10",
+    "--exclude-inbound-ips",
+    "a81b:a033:6399:73c7:72b6:aa8c:6f22:7098",
+];
+
+/// The reference's "with-multiple-config-flags" set: two files, then stdin.
+pub const CONFIG_1: &str = "redirect:\n  dns:\n    enabled: false\n    port: 7777\n";
+pub const CONFIG_2: &str = "redirect:\n  dns:\n    enabled: true\n    port: 8888\n  outbound:\n    excludePortsForIPs:\n    - 10.11.12.13\n    - 172.14.15.16/32\n  inbound:\n    excludePorts:\n    - 10000\n    - 20000\n";
+pub const CONFIG_STDIN: &str = "redirect:
+  vnet:
+    networks:
+    - docker2:10.0.0.0/8
+    - docker0:172.17.0.0/16
+    - br+:172.18.0.0/16
+    - iface:::1/64
+  dns:
+    enabled: true
+    captureAll: true
+  inbound:
+    enabled: true
+    excludePorts:
+    - 4444
+    - 55555
+    excludePortsForIPs:
+    - 192.168.0.1,172.32.16.8/16,fe80::/10
+    - a81b:a033:6399:73c7:72b6:aa8c:6f22:7098
+  outbound:
+    enabled: true
+    excludePortsForUIDs:
+    - 1
+    - 2-3:4-5
+    excludePorts:
+    - 6
+    - 77
+    - 888
+    excludePortsForIPs:
+    - 10.0.0.1,192.168.0.0/24,fe80::1
+    - fd00::/8
+";
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tproxy-firewalld");
 pub const KUMA_DP_UID: u32 = 5678;
 pub const APP_UID: u32 = 4242;
@@ -121,6 +183,10 @@ impl Sandbox {
         .unwrap();
         let resolv = sandbox.dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00::53\n").unwrap();
+        // firewalld's configuration directory, empty until a test starts firewalld.
+        let firewalld_dir = sandbox.firewalld_dir();
+        std::fs::create_dir(&firewalld_dir).unwrap();
+        let host_has_firewalld = Path::new("/etc/firewalld").is_dir();
         for args in [
             vec!["mount", "--bind", passwd.to_str().unwrap(), "/etc/passwd"],
             vec![
@@ -128,6 +194,12 @@ impl Sandbox {
                 "--bind",
                 resolv.to_str().unwrap(),
                 "/etc/resolv.conf",
+            ],
+            vec![
+                "mount",
+                "--bind",
+                firewalld_dir.to_str().unwrap(),
+                "/etc/firewalld",
             ],
             vec!["ip", "link", "set", "lo", "up"],
             vec![
@@ -147,9 +219,23 @@ impl Sandbox {
             vec!["ip", "link", "set", "veth0", "up"],
             vec!["ip", "link", "set", "veth1", "up"],
         ] {
+            if args.last() == Some(&"/etc/firewalld") && !host_has_firewalld {
+                continue;
+            }
             sandbox.ok(&args);
         }
         sandbox
+    }
+
+    /// The sandbox's private system bus (it exists once [`Firewalld::start`] ran).
+    pub fn bus_address(&self) -> String {
+        format!("unix:path={}", self.path("bus.sock").display())
+    }
+
+    /// The sandbox's firewalld configuration directory, mounted over /etc/firewalld
+    /// inside the namespace so the host's is never read or written.
+    pub fn firewalld_dir(&self) -> PathBuf {
+        self.path("etc-firewalld")
     }
 
     pub fn pid(&self) -> u32 {
@@ -173,6 +259,8 @@ impl Sandbox {
         if uid != 0 {
             command.args(["-S", &uid.to_string(), "-G", &uid.to_string()]);
         }
+        // Only ever the sandbox's own bus: never the host's firewalld.
+        command.env("DBUS_SYSTEM_BUS_ADDRESS", self.bus_address());
         command.arg("--").args(args);
         command
     }

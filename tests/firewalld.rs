@@ -1,0 +1,457 @@
+//! `install` and `uninstall` against a real firewalld (nftables and iptables backends), each
+//! test in its own namespaces with its own D-Bus: asserting on the kernel tables, firewalld's
+//! runtime and permanent direct configuration, direct.xml's bytes and the D-Bus calls made.
+
+mod common;
+
+use std::path::Path;
+
+use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
+use common::{expected, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
+
+/// Both families: firewalld's default RFC3964_IPv4=yes would restrict us to IPv4.
+const BOTH_FAMILIES: &str = "--disable-firewalld-rfc3964-ipv4";
+
+/// Our part of an iptables-save text, comparable across backends: tables sorted, our chains
+/// declared, rules grouped by chain (order within a chain kept), firewalld's `X_direct`
+/// chains read as `X`, output interfaces replaced as the reference files do.
+fn ours(save: &str, owned_only: bool) -> String {
+    // (table, our chains, (chain, rule spec) in save order)
+    type Table = (String, Vec<String>, Vec<(String, String)>);
+    let mut tables: Vec<Table> = Vec::new();
+    for line in save.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            tables.push((name.trim().to_string(), Vec::new(), Vec::new()));
+            continue;
+        }
+        let Some((_, chains, rules)) = tables.last_mut() else {
+            continue;
+        };
+        if let Some(chain) = line.strip_prefix(':') {
+            let name = chain.split(' ').next().unwrap();
+            if name.starts_with("KUMA_MESH_") {
+                chains.push(name.to_string());
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap();
+            let owned = chain.starts_with("KUMA_MESH_")
+                || spec.contains("kuma/mesh/transparent/proxy")
+                || spec.contains("-j KUMA_MESH_");
+            if owned || !owned_only {
+                let chain = chain.strip_suffix("_direct").unwrap_or(chain);
+                rules.push((chain.to_string(), replace_out_interface(spec)));
+            }
+        }
+    }
+    tables.retain(|(_, _, rules)| !rules.is_empty());
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (name, mut chains, rules) in tables {
+        chains.sort();
+        out.push_str(&format!("*{name}\n"));
+        for chain in chains {
+            out.push_str(&format!(":{chain}\n"));
+        }
+        let mut names: Vec<&String> = rules.iter().map(|(c, _)| c).collect();
+        names.sort();
+        names.dedup();
+        for chain in names {
+            for (_, spec) in rules.iter().filter(|(c, _)| c == chain) {
+                out.push_str(&format!("-A {chain} {spec}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn replace_out_interface(spec: &str) -> String {
+    let mut words: Vec<&str> = spec.split(' ').collect();
+    for i in 0..words.len().saturating_sub(1) {
+        if words[i] == "-o" {
+            words[i + 1] = "ifPlaceholder";
+        }
+    }
+    words.join(" ")
+}
+
+/// The kernel holds exactly the rules the raw backend produces for `set` (both families).
+fn assert_kernel_matches(world: &FirewalldSandbox, set: &str, when: &str) {
+    let want = ["iptables", "ip6tables"]
+        .map(|suffix| ours(&expected(&format!("install/{set}.{suffix}")), false));
+    assert_kernel_equals(world, &want, &format!("{when} ({set})"));
+}
+
+fn assert_kernel_equals(world: &FirewalldSandbox, want: &[String; 2], when: &str) {
+    for (program, want) in ["iptables-save", "ip6tables-save"].iter().zip(want) {
+        let have = ours(&world.ok(&[program]), true);
+        assert!(
+            *want == have,
+            "{when}: {program} differs from the raw backend:\n--- want\n{want}\n--- have\n{have}"
+        );
+    }
+}
+
+/// What the raw backend installs for `args`, in a namespace of its own.
+fn raw_backend_rules(args: &[&str]) -> [String; 2] {
+    let sandbox = common::Sandbox::new();
+    let mut full = vec!["install", "--kuma-dp-user", "kuma-dp"];
+    full.extend_from_slice(args);
+    sandbox.tproxy_ok(&full);
+    ["iptables-save", "ip6tables-save"].map(|program| ours(&sandbox.ok(&[program]), false))
+}
+
+/// The reference's three config files, written into the sandbox, as `--config` flags.
+fn config_file_flags(world: &FirewalldSandbox) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (name, text) in [
+        ("1.yaml", CONFIG_1),
+        ("2.yaml", CONFIG_2),
+        ("3.yaml", CONFIG_STDIN),
+    ] {
+        let path = world.path(name);
+        std::fs::write(&path, text).unwrap();
+        flags.push("--config".to_string());
+        flags.push(path.to_str().unwrap().to_string());
+    }
+    flags
+}
+
+fn count_rules(world: &FirewalldSandbox, permanent: bool) -> usize {
+    let mut args = vec!["--direct", "--get-all-rules"];
+    if permanent {
+        args.insert(0, "--permanent");
+    }
+    world
+        .firewall_cmd_ok(&args)
+        .lines()
+        .filter(|l| l.contains("kuma/mesh/transparent/proxy") || l.contains("KUMA_MESH_"))
+        .count()
+}
+
+/// Rules of a reference set, counted in its expected files.
+fn expected_rule_count(set: &str) -> usize {
+    ["iptables", "ip6tables"]
+        .iter()
+        .map(|s| {
+            expected(&format!("install/{set}.{s}"))
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .count()
+        })
+        .sum()
+}
+
+fn install(world: &FirewalldSandbox, args: &[&str]) -> String {
+    let mut full = vec!["install", "--kuma-dp-user", "kuma-dp"];
+    full.extend_from_slice(args);
+    let output = world.tproxy(&full);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "install {args:?}: {stderr}\n{}",
+        world.log()
+    );
+    stderr
+}
+
+fn each_backend(test: &str, body: impl Fn(&mut FirewalldSandbox)) {
+    for backend in BACKENDS {
+        let Some(mut world) = with_firewalld(&format!("{test} ({backend})"), backend) else {
+            return;
+        };
+        body(&mut world);
+    }
+}
+
+#[test]
+fn stored_rules_match_the_raw_backend_and_survive_reload_and_reboot() {
+    each_backend("stored_rules_survive", |world| {
+        let config_files = config_file_flags(world);
+        let config_files: Vec<&str> = config_files.iter().map(String::as_str).collect();
+        for (set, flags) in [
+            ("default", &[][..]),
+            ("with-multiple-flags", MULTIPLE_FLAGS),
+            ("with-multiple-config-flags", &config_files),
+        ] {
+            let mut args = vec!["--store-firewalld", BOTH_FAMILIES];
+            args.extend_from_slice(flags);
+            let stderr = install(world, &args);
+            assert!(stderr.contains("firewalld"), "{stderr}");
+            assert_kernel_matches(world, set, "after install");
+            if world.firewall_backend == "iptables" {
+                // firewalld's iptables backend keeps direct rules in its X_direct chains.
+                let nat = world.ok(&["iptables-save", "-t", "nat"]);
+                assert!(
+                    nat.lines().any(|l| l.starts_with("-A OUTPUT_direct ")
+                        && l.contains("kuma/mesh/transparent/proxy")),
+                    "{nat}"
+                );
+            }
+            let rules = expected_rule_count(set);
+            assert_eq!(count_rules(world, false), rules, "runtime rules");
+            assert_eq!(count_rules(world, true), rules, "permanent rules");
+            assert!(world.direct_xml().contains("KUMA_MESH_OUTBOUND"));
+
+            world.firewall_cmd_ok(&["--reload"]);
+            assert_kernel_matches(world, set, "after firewall-cmd --reload");
+            world.reboot();
+            assert_kernel_matches(world, set, "after a reboot");
+            assert_eq!(
+                count_rules(world, false),
+                rules,
+                "runtime rules after reboot"
+            );
+        }
+        world.tproxy_ok(&["uninstall"]);
+        assert_eq!(count_rules(world, false), 0);
+        assert_eq!(count_rules(world, true), 0);
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+        assert!(!world.ok(&["ip6tables-save"]).contains("KUMA_MESH"));
+    });
+}
+
+#[test]
+fn dns_redirection_with_an_excluded_ssh_port_matches_the_raw_backend() {
+    let flags = ["--redirect-dns", "--exclude-inbound-ports", "22"];
+    let Some(_) = common::sandbox("dns_redirection_reference") else {
+        return;
+    };
+    let want = raw_backend_rules(&flags);
+    each_backend("dns_redirection", |world| {
+        let mut args = vec!["--store-firewalld", BOTH_FAMILIES];
+        args.extend_from_slice(&flags);
+        install(world, &args);
+        assert_kernel_equals(world, &want, "after install");
+        world.reboot();
+        assert_kernel_equals(world, &want, "after a reboot");
+    });
+}
+
+#[test]
+fn without_store_the_rules_are_runtime_only_and_the_operator_is_told() {
+    each_backend("runtime_only", |world| {
+        let stderr = install(world, &[]);
+        assert!(stderr.contains("--store-firewalld"), "{stderr}");
+        assert!(stderr.contains("RFC3964_IPv4"), "{stderr}");
+        assert!(count_rules(world, false) > 0);
+        assert_eq!(count_rules(world, true), 0);
+        assert!(
+            !world.ok(&["ip6tables-save"]).contains("KUMA_MESH"),
+            "IPv4 only"
+        );
+        assert!(!world.direct_xml_path().exists());
+    });
+}
+
+const FOREIGN: &str = include_str!("../xml-fixtures/foreign-live.xml");
+
+#[test]
+fn foreign_entries_stay_byte_for_byte() {
+    each_backend("foreign_entries", |world| {
+        world.stop();
+        std::fs::write(world.direct_xml_path(), FOREIGN).unwrap();
+        world.start();
+        let runtime_before = world.firewall_cmd_ok(&["--direct", "--get-all-rules"]);
+        let chains_before = world.firewall_cmd_ok(&["--direct", "--get-all-chains"]);
+        let passthroughs_before = world.firewall_cmd_ok(&["--direct", "--get-all-passthroughs"]);
+
+        install(world, &["--store-firewalld", BOTH_FAMILIES]);
+        assert!(world.direct_xml().contains("KUMA_MESH"));
+        world.tproxy_ok(&["uninstall"]);
+
+        assert_eq!(
+            world.direct_xml(),
+            FOREIGN,
+            "direct.xml after install + uninstall"
+        );
+        assert_eq!(
+            world.firewall_cmd_ok(&["--direct", "--get-all-rules"]),
+            runtime_before
+        );
+        assert_eq!(
+            world.firewall_cmd_ok(&["--direct", "--get-all-chains"]),
+            chains_before
+        );
+        assert_eq!(
+            world.firewall_cmd_ok(&["--direct", "--get-all-passthroughs"]),
+            passthroughs_before
+        );
+    });
+}
+
+#[test]
+fn a_rerun_makes_no_write_call_and_one_more_port_makes_only_that_change() {
+    each_backend("rerun", |world| {
+        let base = [
+            "--store-firewalld",
+            BOTH_FAMILIES,
+            "--exclude-inbound-ports",
+            "22",
+        ];
+        install(world, &base);
+        let calls = world.write_calls(|| {
+            install(world, &base);
+        });
+        assert_eq!(calls, Vec::<String>::new(), "unchanged flags");
+
+        let calls = world.write_calls(|| {
+            install(
+                world,
+                &[
+                    "--store-firewalld",
+                    BOTH_FAMILIES,
+                    "--exclude-inbound-ports",
+                    "22,2222",
+                ],
+            );
+        });
+        // One rule per family in the runtime, one permanent update.
+        assert_eq!(calls, ["addRule", "addRule", "update"], "one more port");
+        assert_kernel_has_port_exclusion(world, "2222");
+    });
+}
+
+fn assert_kernel_has_port_exclusion(world: &FirewalldSandbox, port: &str) {
+    for program in ["iptables-save", "ip6tables-save"] {
+        let save = world.ok(&[program]);
+        let inbound: Vec<&str> = save
+            .lines()
+            .filter(|l| l.starts_with("-A KUMA_MESH_INBOUND "))
+            .collect();
+        assert!(
+            inbound[1].contains(&format!("--dport {port} ")),
+            "{program}: the new exclusion must follow port 22: {inbound:#?}"
+        );
+    }
+}
+
+#[test]
+fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
+    each_backend("offline", |world| {
+        world.stop();
+        let stderr = install(world, &["--store-firewalld", BOTH_FAMILIES]);
+        assert!(stderr.contains("direct.xml"), "{stderr}");
+        let xml = world.direct_xml();
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<direct>\n"));
+        assert!(world
+            .ok(&["iptables-save"])
+            .contains("-j KUMA_MESH_OUTBOUND"));
+        assert!(world.firewalld_dir().join("firewalld.conf").exists());
+        let conf = std::fs::read_to_string(world.firewalld_dir().join("firewalld.conf")).unwrap();
+        assert!(conf.contains("RFC3964_IPv4=no"), "{conf}");
+
+        world.start();
+        assert_kernel_matches(world, "default", "after firewalld started");
+        // Running again changes nothing: the stored rules are already live.
+        let calls = world.write_calls(|| {
+            install(world, &["--store-firewalld", BOTH_FAMILIES]);
+        });
+        assert_eq!(calls, Vec::<String>::new());
+
+        world.tproxy_ok(&["uninstall"]);
+        assert!(!world.direct_xml().contains("KUMA_MESH"));
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+    });
+}
+
+#[test]
+fn a_rule_iptables_rejects_writes_nothing_anywhere() {
+    each_backend("rejected_rule", |world| {
+        let output = world.tproxy(&[
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--store-firewalld",
+            "--exclude-outbound-ports-for-uids",
+            "22:4294967295",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("rejected"), "{stderr}");
+        assert_eq!(count_rules(world, false), 0);
+        assert_eq!(count_rules(world, true), 0);
+        assert!(!world.direct_xml_path().exists());
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+    });
+}
+
+#[test]
+fn a_failure_midway_undoes_the_steps_before_it() {
+    each_backend("failure_midway", |world| {
+        // A chain firewalld does not know about makes its addChain fail after others succeeded.
+        world.ok(&["iptables", "-t", "nat", "-N", "KUMA_MESH_OUTBOUND_REDIRECT"]);
+        let output = world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("KUMA_MESH_OUTBOUND_REDIRECT"), "{stderr}");
+        assert!(stderr.contains("undone"), "{stderr}");
+        assert_eq!(
+            world
+                .firewall_cmd_ok(&["--direct", "--get-all-chains"])
+                .trim(),
+            ""
+        );
+        assert_eq!(count_rules(world, false), 0);
+        assert_eq!(count_rules(world, true), 0);
+        let chains: Vec<String> = world
+            .ok(&["iptables-save", "-t", "nat"])
+            .lines()
+            .filter(|l| l.starts_with(":KUMA"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(chains, [":KUMA_MESH_OUTBOUND_REDIRECT - [0:0]"]);
+    });
+}
+
+#[test]
+fn a_malformed_direct_xml_is_never_rewritten() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("xml-fixtures");
+    each_backend("malformed", |world| {
+        for name in [
+            "malformed-mismatched-tag.xml",
+            "malformed-unbalanced-quote.xml",
+        ] {
+            let bytes = std::fs::read(fixtures.join(name)).unwrap();
+            std::fs::write(world.direct_xml_path(), &bytes).unwrap();
+            for running in [true, false] {
+                if !running {
+                    world.stop();
+                }
+                let output =
+                    world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+                assert!(stderr.contains("line "), "{name}: {stderr}");
+                assert_eq!(
+                    std::fs::read(world.direct_xml_path()).unwrap(),
+                    bytes,
+                    "{name}"
+                );
+                assert!(
+                    !world.ok(&["iptables-save"]).contains("KUMA_MESH"),
+                    "{name}"
+                );
+                if !running {
+                    world.start();
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn without_firewalld_the_raw_backend_warns_that_nothing_persists() {
+    let Some(sandbox) = common::sandbox("without_firewalld") else {
+        return;
+    };
+    let output = sandbox.tproxy(&["install", "--kuma-dp-user", "kuma-dp"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing persists across reboots"),
+        "{stderr}"
+    );
+    assert!(sandbox
+        .ok(&["iptables-save"])
+        .contains("KUMA_MESH_OUTBOUND"));
+}
