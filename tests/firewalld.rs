@@ -440,6 +440,25 @@ fn a_malformed_direct_xml_is_never_rewritten() {
 }
 
 #[test]
+fn a_failed_firewalld_is_named_and_nothing_changes() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("xml-fixtures/foreign-fails-double-quote.xml");
+    each_backend("failed_state", |world| {
+        world.stop();
+        let bytes = std::fs::read(&fixture).unwrap();
+        std::fs::write(world.direct_xml_path(), &bytes).unwrap();
+        world.start_until("failed");
+        let output = world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("FAILED state"), "{stderr}");
+        assert!(stderr.lines().count() == 1, "one line: {stderr}");
+        assert_eq!(std::fs::read(world.direct_xml_path()).unwrap(), bytes);
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+    });
+}
+
+#[test]
 fn without_firewalld_the_raw_backend_warns_that_nothing_persists() {
     let Some(sandbox) = common::sandbox("without_firewalld") else {
         return;

@@ -117,7 +117,19 @@ fn with_firewalld(
         restore_options(config),
     );
     if config.dry_run {
-        let plan = backend.plan(desired)?;
+        let plan = match backend.plan(desired) {
+            Ok(plan) => plan,
+            // Without root firewalld usually refuses to show its direct rules; the rules
+            // themselves are still worth seeing.
+            Err(error) if !host::is_root() => {
+                notice(format!(
+                    "{error:#}; showing the rules without firewalld's plan"
+                ));
+                print!("{}", restore::render_dry_run(desired, config.verbose));
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         println!("### {}: runtime ###", backend.name());
         print_changes(&plan.runtime);
         if let Some((permanent, settings)) = &plan.permanent {

@@ -103,6 +103,12 @@ impl FirewalldSandbox {
 
     /// Starts firewalld and waits until it reports `running`.
     pub fn start(&mut self) {
+        self.start_until("running");
+    }
+
+    /// Starts firewalld and waits until `firewall-cmd --state` prints `state`
+    /// (`running`, or `failed` for a configuration firewalld cannot apply).
+    pub fn start_until(&mut self, wanted: &str) {
         assert!(self.daemon.is_none(), "firewalld already runs");
         let config = self.firewalld_dir();
         let log = self.path("firewalld.log");
@@ -129,10 +135,10 @@ impl FirewalldSandbox {
                 String::from_utf8_lossy(&state.stdout).trim(),
                 String::from_utf8_lossy(&state.stderr).trim()
             );
-            if text == "running" {
+            if text == wanted {
                 return;
             }
-            if text == "failed" || Instant::now() > deadline {
+            if text == "failed" || text == "running" || Instant::now() > deadline {
                 panic!("firewalld did not start ({text}):\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
