@@ -240,6 +240,16 @@ fn without_store_the_rules_are_runtime_only_and_the_operator_is_told() {
             "IPv4 only"
         );
         assert!(!world.direct_xml_path().exists());
+
+        // Stored rules that differ from a later runtime-only install would return at reload.
+        install(
+            world,
+            &["--store-firewalld", "--exclude-inbound-ports", "22"],
+        );
+        let stderr = install(world, &[]);
+        assert!(stderr.contains("come back at the next reload"), "{stderr}");
+        let stderr = install(world, &["--exclude-inbound-ports", "22"]);
+        assert!(!stderr.contains("come back"), "{stderr}");
     });
 }
 

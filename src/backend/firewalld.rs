@@ -144,8 +144,9 @@ impl Firewalld {
         }
     }
 
-    /// Applies `changes` to the runtime in order; on a failure undoes what was done.
-    fn apply_runtime(&self, changes: &[Change]) -> Result<()> {
+    /// Applies `changes` to the runtime in order and returns those it made (not those
+    /// firewalld already had); on a failure undoes what was done.
+    fn apply_runtime<'a>(&self, changes: &'a [Change]) -> Result<Vec<&'a Change>> {
         let mut done: Vec<&Change> = Vec::new();
         for change in changes {
             match self.apply(change) {
@@ -170,7 +171,7 @@ impl Firewalld {
                 }
             }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Reverts `done` in reverse order; returns what could not be reverted.
@@ -210,6 +211,9 @@ pub struct FirewalldPlan {
     pub desired: DirectConfig,
     /// direct.xml as read before the change.
     file: Option<Loaded>,
+    /// Not storing, and the permanent configuration holds other entries of ours: they
+    /// come back at the next reload.
+    pub permanent_differs: bool,
 }
 
 pub struct FirewalldBackend {
@@ -248,12 +252,14 @@ impl FirewalldBackend {
     pub fn plan(&self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
         let runtime = self.firewalld.runtime_config()?;
         let mut file = None;
+        let mut stored_elsewise = None;
         let permanent = if self.store {
             file = self.file.load().context(
                 "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
             )?;
             Some(self.firewalld.permanent_config()?)
         } else {
+            stored_elsewise = Some(self.firewalld.permanent_config()?);
             None
         };
         // Priorities follow the stored rules when storing, so both targets agree.
@@ -265,6 +271,8 @@ impl FirewalldBackend {
         Ok(FirewalldPlan {
             runtime: plan(&runtime, &desired),
             permanent,
+            permanent_differs: stored_elsewise
+                .is_some_and(|stored| !same_entries(&stored.owned(), &desired)),
             desired,
             file,
         })
@@ -303,11 +311,13 @@ impl Backend for FirewalldBackend {
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         self.check(desired)?;
         let plan = self.plan(desired)?;
-        self.firewalld.apply_runtime(&plan.runtime.changes)?;
+        if plan.permanent_differs {
+            eprintln!("tproxy-firewalld: firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
+        }
+        let done = self.firewalld.apply_runtime(&plan.runtime.changes)?;
         if let Some((permanent, settings)) = &plan.permanent {
             if !permanent.is_empty() {
                 if let Err(error) = self.firewalld.update_permanent(settings) {
-                    let done: Vec<&Change> = plan.runtime.changes.iter().collect();
                     let undo_failures = self.firewalld.undo(&done);
                     let state = if undo_failures.is_empty() {
                         "the runtime changes were undone, nothing is changed".to_string()
@@ -353,16 +363,7 @@ impl FirewalldBackend {
 
     /// Reads both targets back: our entries must be exactly the desired ones.
     fn verify(&self, plan: &FirewalldPlan) -> Result<()> {
-        let same = |have: &DirectConfig| {
-            let mut have = have.owned();
-            let mut want = plan.desired.clone();
-            for c in [&mut have, &mut want] {
-                c.chains.sort();
-                c.rules.sort();
-                c.passthroughs.sort();
-            }
-            have == want
-        };
+        let same = |have: &DirectConfig| same_entries(&have.owned(), &plan.desired);
         if !same(&self.firewalld.runtime_config()?) {
             bail!("firewalld's runtime direct rules differ from the plan after applying it");
         }
@@ -371,6 +372,18 @@ impl FirewalldBackend {
         }
         Ok(())
     }
+}
+
+/// The same entries, in whatever order.
+fn same_entries(a: &DirectConfig, b: &DirectConfig) -> bool {
+    let sorted = |c: &DirectConfig| {
+        let mut c = c.clone();
+        c.chains.sort();
+        c.rules.sort();
+        c.passthroughs.sort();
+        c
+    };
+    sorted(a) == sorted(b)
 }
 
 /// `3 added, 1 removed, 40 unchanged`.
