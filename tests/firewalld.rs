@@ -415,37 +415,59 @@ fn a_failure_midway_undoes_the_steps_before_it() {
 
 #[test]
 fn a_malformed_direct_xml_is_never_rewritten() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("xml-fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("xml-fixtures");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("malformed-")
+        })
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 10, "{fixtures:?}");
     each_backend("malformed", |world| {
-        for name in [
-            "malformed-mismatched-tag.xml",
-            "malformed-unbalanced-quote.xml",
-        ] {
-            let bytes = std::fs::read(fixtures.join(name)).unwrap();
-            std::fs::write(world.direct_xml_path(), &bytes).unwrap();
-            for running in [true, false] {
-                if !running {
-                    world.stop();
-                }
-                let output =
-                    world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
-                assert!(stderr.contains("line "), "{name}: {stderr}");
-                assert_eq!(
-                    std::fs::read(world.direct_xml_path()).unwrap(),
-                    bytes,
-                    "{name}"
-                );
-                assert!(
-                    !world.ok(&["iptables-save"]).contains("KUMA_MESH"),
-                    "{name}"
-                );
-                if !running {
-                    world.start();
+        // With firewalld running (install and uninstall), then with it stopped.
+        for running in [true, false] {
+            if !running {
+                world.stop();
+            }
+            for fixture in &fixtures {
+                let name = fixture.file_name().unwrap().to_string_lossy();
+                let bytes = std::fs::read(fixture).unwrap();
+                std::fs::write(world.direct_xml_path(), &bytes).unwrap();
+                for command in [
+                    &["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"][..],
+                    &["uninstall"],
+                ] {
+                    let output = world.tproxy(command);
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    assert_eq!(
+                        output.status.code(),
+                        Some(1),
+                        "{name} {command:?}: {stderr}"
+                    );
+                    assert!(stderr.contains("line "), "{name}: {stderr}");
+                    assert_eq!(
+                        stderr.lines().filter(|l| l.contains("error:")).count(),
+                        1,
+                        "{name}: one error line: {stderr}"
+                    );
+                    assert_eq!(
+                        std::fs::read(world.direct_xml_path()).unwrap(),
+                        bytes,
+                        "{name}"
+                    );
+                    assert!(
+                        !world.ok(&["iptables-save"]).contains("KUMA_MESH"),
+                        "{name}"
+                    );
                 }
             }
         }
+        world.start();
     });
 }
 
