@@ -11,8 +11,11 @@ use crate::config::values;
 
 /// Exit status for bad input (flags, config files, environment): nothing was changed.
 pub const EXIT_BAD_INPUT: i32 = 2;
-/// Exit status for a failure while inspecting or changing the host.
+/// Exit status for a failure while inspecting or changing the host; `inspect` also uses it
+/// when the configuration it read has problems.
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit status of `status` when the views differ.
+pub const EXIT_DRIFT: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +44,88 @@ pub enum Command {
     /// Removes them from firewalld's runtime and permanent direct configuration when firewalld runs,
     /// from direct.xml and iptables when it is installed but stopped, and from iptables otherwise.
     Uninstall(UninstallArgs),
+    /// Show and check a direct configuration: a direct.xml file, or firewalld's permanent or runtime one
+    ///
+    /// Entries are listed per ipv/table/chain in the order the kernel will hold them, each marked
+    /// ours or foreign, after every problem firewalld would report when loading or applying them.
+    Inspect(InspectArgs),
+    /// Compare the desired rules with firewalld's permanent and runtime configuration and the kernel
+    Status(Box<StatusArgs>),
+    /// Turn iptables-restore text (kumactl's dry run, or iptables-save) into firewalld direct rules
+    Translate(TranslateArgs),
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people
+    Text,
+    /// A stable JSON document, for scripts
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The direct.xml to read [default: <firewalld-config-dir>/direct.xml]
+    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    pub file: Option<PathBuf>,
+
+    /// Read a running firewalld's configuration over D-Bus instead of a file
+    #[arg(long, value_enum)]
+    pub source: Option<InspectSource>,
+
+    /// Also check every rule with iptables-restore --test / ip6tables-restore --test
+    #[arg(long)]
+    pub check_iptables: bool,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// firewalld's configuration directory
+    #[arg(long, value_name = "DIR", default_value = "/etc/firewalld")]
+    pub firewalld_config_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectSource {
+    /// firewalld's permanent configuration (what it loads at start)
+    Permanent,
+    /// firewalld's runtime configuration (what it applied)
+    Runtime,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The desired rules: the same flags and config as install; with none, the rules of ours in the permanent configuration
+    #[command(flatten)]
+    pub rules: InstallArgs,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// iptables-restore text to read: kumactl's --dry-run output (### IPv4 ### / ### IPv6 ### sections) or iptables-save output; `-` or nothing reads stdin
+    #[arg(value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Family of input without ### IPv4 ### / ### IPv6 ### headers (iptables-save output)
+    #[arg(long, value_enum, default_value_t = TranslateIpv::Ipv4)]
+    pub ipv: TranslateIpv,
+
+    /// Merge the entries into this direct.xml (its other content kept byte for byte) and print the result; the file is not changed
+    #[arg(long, value_name = "PATH")]
+    pub merge: Option<PathBuf>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TranslateIpv {
+    Ipv4,
+    Ipv6,
 }
 
 /// Lets scripts keep kumactl's `install transparent-proxy` spelling.

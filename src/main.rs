@@ -7,7 +7,7 @@ use tproxy_firewalld::commands::{self, BadInput};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             // One line: the cause chain joined, as the operator needs it.
             eprintln!("tproxy-firewalld: error: {error:#}");

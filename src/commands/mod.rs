@@ -1,7 +1,10 @@
 //! The subcommands: thin glue from parsed flags to config, rules and a backend.
 
+mod inspect;
 mod install;
+mod status;
 mod target;
+mod translate;
 mod uninstall;
 
 use std::fmt;
@@ -29,10 +32,14 @@ impl fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a command; the exit status it asks for (0 unless it found problems or drift).
+pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Install(args) => install::run(&args),
-        Command::Uninstall(args) => uninstall::run(&args),
+        Command::Install(args) => install::run(&args).map(|()| 0),
+        Command::Uninstall(args) => uninstall::run(&args).map(|()| 0),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Translate(args) => translate::run(&args).map(|()| 0),
     }
 }
 
