@@ -501,3 +501,119 @@ mod tests {
         }
     }
 }
+
+/// Sections the man page of a command ends with, kept beside the flags they describe.
+pub struct ManualSections {
+    /// (command line, what it does)
+    pub examples: &'static [(&'static str, &'static str)],
+    /// (path, what it is)
+    pub files: &'static [(&'static str, &'static str)],
+    /// (status, meaning)
+    pub exit_status: &'static [(&'static str, &'static str)],
+}
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/firewalld/direct.xml",
+        "firewalld's permanent direct configuration; our entries are the KUMA_MESH_* chains, the rules in them and rules carrying a kuma/mesh/transparent/proxy comment",
+    ),
+    (
+        "/etc/firewalld/direct.xml.old",
+        "the file as it was before the last change (kept as firewalld keeps it)",
+    ),
+    (
+        "/etc/firewalld/firewalld.conf",
+        "read for RFC3964_IPv4 when firewalld is stopped",
+    ),
+];
+
+const CHANGE_STATUS: &[(&str, &str)] = &[
+    ("0", "done, or nothing to do"),
+    (
+        "1",
+        "failure while inspecting or changing the host; what was changed is undone",
+    ),
+    (
+        "2",
+        "bad input (flag, config key, environment variable, file); nothing changed",
+    ),
+];
+
+/// The man page sections of `command` (`""` for the top-level page).
+pub fn manual_sections(command: &str) -> ManualSections {
+    match command {
+        "install" => ManualSections {
+            examples: &[
+                (
+                    "tproxy-firewalld install --kuma-dp-user kuma-dp --redirect-dns --exclude-inbound-ports 22 --store-firewalld",
+                    "Install through firewalld, runtime and permanent, so the rules survive reloads and reboots.",
+                ),
+                (
+                    "tproxy-firewalld install --dry-run --store-firewalld --exclude-inbound-ports 22",
+                    "Show every entry that would be added or removed, per target, and the resulting direct.xml.",
+                ),
+                (
+                    "tproxy-firewalld install --store-firewalld --disable-firewalld-rfc3964-ipv4",
+                    "Also redirect IPv6 on a firewalld host (sets RFC3964_IPv4=no and reloads firewalld).",
+                ),
+            ],
+            files: FILES,
+            exit_status: CHANGE_STATUS,
+        },
+        "uninstall" => ManualSections {
+            examples: &[
+                ("tproxy-firewalld uninstall", "Remove our rules from firewalld's runtime and permanent configuration (or direct.xml and iptables when firewalld is stopped)."),
+                ("tproxy-firewalld uninstall --dry-run", "Show what would be removed where."),
+            ],
+            files: FILES,
+            exit_status: CHANGE_STATUS,
+        },
+        "inspect" => ManualSections {
+            examples: &[
+                ("tproxy-firewalld inspect", "Check /etc/firewalld/direct.xml and list its entries in kernel order."),
+                ("tproxy-firewalld inspect --source runtime --output json", "The running firewalld's direct configuration as JSON."),
+            ],
+            files: FILES,
+            exit_status: &[
+                ("0", "the configuration is valid"),
+                ("1", "problems were found (or it could not be read)"),
+                ("2", "usage error"),
+            ],
+        },
+        "status" => ManualSections {
+            examples: &[
+                ("tproxy-firewalld status", "Compare our stored rules with firewalld's runtime configuration and the kernel."),
+                ("tproxy-firewalld status --kuma-dp-user kuma-dp --exclude-inbound-ports 22 --output json", "Compare with the rules these flags ask for."),
+            ],
+            files: FILES,
+            exit_status: &[
+                ("0", "every view holds the desired rules"),
+                ("1", "failure while reading a view"),
+                ("2", "bad input"),
+                ("3", "drift: some view misses rules or has extra ones"),
+            ],
+        },
+        "translate" => ManualSections {
+            examples: &[
+                ("kumactl install transparent-proxy --dry-run | tproxy-firewalld translate", "kumactl's rules as direct.xml entries, insert rules and IPv6 included."),
+                ("tproxy-firewalld translate --merge /etc/firewalld/direct.xml rules.txt", "Print direct.xml with the translated entries merged in; the file is not changed."),
+            ],
+            files: FILES,
+            exit_status: &[("0", "translated"), ("1", "failure reading a file"), ("2", "the input is not iptables-restore text")],
+        },
+        _ => ManualSections {
+            examples: &[
+                ("tproxy-firewalld install --kuma-dp-user kuma-dp --exclude-inbound-ports 22 --store-firewalld", "Install and keep the rules across reloads and reboots."),
+                ("tproxy-firewalld status", "Is everything still in place?"),
+                ("tproxy-firewalld uninstall", "Remove every rule of ours, and nothing else."),
+            ],
+            files: FILES,
+            exit_status: &[
+                ("0", "success"),
+                ("1", "failure while inspecting or changing the host (inspect: problems found)"),
+                ("2", "bad input; nothing changed"),
+                ("3", "status found drift"),
+            ],
+        },
+    }
+}
