@@ -447,61 +447,6 @@ impl InstallArgs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn kumactl_spelling_and_bool_forms_parse() {
-        let cli = Cli::try_parse_from([
-            "tproxy-firewalld",
-            "install",
-            "transparent-proxy",
-            "--redirect-dns",
-            "--redirect-inbound=false",
-            "--exclude-inbound-ports",
-            "22,80",
-            "--exclude-inbound-ports",
-            "443",
-        ])
-        .unwrap();
-        let Command::Install(args) = cli.command else {
-            panic!("install expected")
-        };
-        let tree = args.overlay();
-        assert_eq!(tree["redirect"]["dns"]["enabled"], json!(true));
-        assert_eq!(tree["redirect"]["inbound"]["enabled"], json!(false));
-        assert_eq!(
-            tree["redirect"]["inbound"]["excludePorts"],
-            json!("22,80,443")
-        );
-    }
-
-    #[test]
-    fn bad_flag_values_are_usage_errors_naming_the_flag() {
-        for args in [
-            ["--redirect-inbound-port", "0"],
-            ["--exclude-inbound-ports", "22,70000"],
-            ["--exclude-outbound-ips", "10.0.0.1 -j ACCEPT"],
-            ["--exclude-outbound-ports-for-uids", "http:3000-5000:1"],
-            ["--vnet", "docker0"],
-            ["--ip-family-mode", "ipv6"],
-            ["--iptables-executables", "iptables"],
-        ] {
-            let err =
-                Cli::try_parse_from(["tproxy-firewalld", "install", args[0], args[1]]).unwrap_err();
-            assert_eq!(err.exit_code(), EXIT_BAD_INPUT);
-            assert!(err.to_string().contains(args[0]), "{}", err);
-        }
-    }
-}
-
 /// Sections the man page of a command ends with, kept beside the flags they describe.
 pub struct ManualSections {
     /// (command line, what it does)
@@ -615,5 +560,60 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("3", "status found drift"),
             ],
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kumactl_spelling_and_bool_forms_parse() {
+        let cli = Cli::try_parse_from([
+            "tproxy-firewalld",
+            "install",
+            "transparent-proxy",
+            "--redirect-dns",
+            "--redirect-inbound=false",
+            "--exclude-inbound-ports",
+            "22,80",
+            "--exclude-inbound-ports",
+            "443",
+        ])
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("install expected")
+        };
+        let tree = args.overlay();
+        assert_eq!(tree["redirect"]["dns"]["enabled"], json!(true));
+        assert_eq!(tree["redirect"]["inbound"]["enabled"], json!(false));
+        assert_eq!(
+            tree["redirect"]["inbound"]["excludePorts"],
+            json!("22,80,443")
+        );
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors_naming_the_flag() {
+        for args in [
+            ["--redirect-inbound-port", "0"],
+            ["--exclude-inbound-ports", "22,70000"],
+            ["--exclude-outbound-ips", "10.0.0.1 -j ACCEPT"],
+            ["--exclude-outbound-ports-for-uids", "http:3000-5000:1"],
+            ["--vnet", "docker0"],
+            ["--ip-family-mode", "ipv6"],
+            ["--iptables-executables", "iptables"],
+        ] {
+            let err =
+                Cli::try_parse_from(["tproxy-firewalld", "install", args[0], args[1]]).unwrap_err();
+            assert_eq!(err.exit_code(), EXIT_BAD_INPUT);
+            assert!(err.to_string().contains(args[0]), "{}", err);
+        }
     }
 }

@@ -80,7 +80,7 @@ impl Backend for IptablesBackend {
 
 /// True for a saved rule we own: in one of our chains, tagged with our comment, or jumping
 /// into one of our chains (it could not stay once the chain is gone).
-fn is_owned_rule(chain: &str, rule: &restore::SavedRule) -> bool {
+pub fn is_owned_rule(chain: &str, rule: &restore::SavedRule) -> bool {
     is_owned_chain(chain)
         || rule.line.contains(COMMENT_PREFIX)
         || rule.target().is_some_and(is_owned_chain)

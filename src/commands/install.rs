@@ -17,7 +17,17 @@ use crate::format::{direct_xml, restore};
 use crate::host;
 use crate::ruleset::{self, Family, FamilyFacts, Features, Ruleset};
 
-pub fn run(args: &InstallArgs) -> Result<()> {
+/// The rules `args` ask for and where they would go.
+pub(super) struct Desired {
+    pub config: Config,
+    pub target: Target,
+    pub ruleset: Ruleset,
+    pub xtables: Vec<Xtables>,
+}
+
+/// Loads the configuration and builds the rules as install does. `read_only` (status, and
+/// any dry run) changes nothing on the host, not even firewalld's RFC3964_IPv4 setting.
+pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     if args.conflicting_dns_flags() {
         bail!(BadInput(
             "only one of '--redirect-dns' or '--redirect-all-dns-traffic' may be given".into()
@@ -32,18 +42,20 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     .map_err(|e| BadInput(e.to_string()))?;
     loaded.warnings.iter().for_each(notice);
     let config = loaded.config;
+    let read_only = read_only || config.dry_run;
     let uid = host::resolve_kuma_dp_uid(config.kuma_dp_user.as_deref()).map_err(BadInput)?;
-    if !config.dry_run && !host::is_root() {
+    if !read_only && !host::is_root() {
         bail!(
             "install changes the firewall and needs root (use --dry-run to only print the rules)"
         );
     }
     let target = target::choose(&args.firewalld, config.store_firewalld)?;
-    let ipv6_allowed = ipv6_allowed(&target, args, &config)?;
+    let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);
 
-    // A dry run needs no root and no iptables: probe what can be probed, assume the rest.
-    let xtables = if config.dry_run {
+    // Without changes to make, root and iptables are optional: probe what can be probed,
+    // assume the rest.
+    let xtables = if read_only {
         if host::is_root() {
             detect_xtables(&config.executables).unwrap_or_default()
         } else {
@@ -52,9 +64,23 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     } else {
         detect_xtables(&config.executables)?
     };
-    let facts = gather_facts(&config, uid, &families, &xtables, config.dry_run)?;
-    let desired = ruleset::build(&config, &facts);
+    let facts = gather_facts(&config, uid, &families, &xtables, read_only)?;
+    let ruleset = ruleset::build(&config, &facts);
+    Ok(Desired {
+        config,
+        target,
+        ruleset,
+        xtables,
+    })
+}
 
+pub fn run(args: &InstallArgs) -> Result<()> {
+    let Desired {
+        config,
+        target,
+        ruleset: desired,
+        xtables,
+    } = prepare(args, false)?;
     match target {
         Target::Firewalld(firewalld) => with_firewalld(
             firewalld,
@@ -170,7 +196,12 @@ fn prepare_ipv6(desired: &Ruleset) -> Result<()> {
 
 /// With firewalld in charge, IPv6 redirection needs `RFC3964_IPv4=no`: firewalld's own
 /// filter rejects packets to `::/96`, and REDIRECT sends local IPv6 traffic to `::1`.
-fn ipv6_allowed(target: &Target, args: &InstallArgs, config: &Config) -> Result<bool> {
+fn ipv6_allowed(
+    target: &Target,
+    args: &InstallArgs,
+    config: &Config,
+    read_only: bool,
+) -> Result<bool> {
     if config.ip_family_mode != IpFamilyMode::DualStack {
         return Ok(true);
     }
@@ -186,7 +217,7 @@ fn ipv6_allowed(target: &Target, args: &InstallArgs, config: &Config) -> Result<
         notice("IPv6: firewalld's RFC3964_IPv4=yes rejects traffic to ::/96, which holds ::1 where IPv6 redirection delivers local traffic; installing IPv4 rules only (--disable-firewalld-rfc3964-ipv4 sets RFC3964_IPv4=no and redirects IPv6 too)");
         return Ok(false);
     }
-    if config.dry_run {
+    if read_only {
         notice(
             "IPv6: would set firewalld's RFC3964_IPv4=no (and reload firewalld) before installing",
         );
