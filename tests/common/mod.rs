@@ -201,6 +201,8 @@ impl Sandbox {
                 firewalld_dir.to_str().unwrap(),
                 "/etc/firewalld",
             ],
+            // firewalld keeps state in /run/firewalld; a private /run keeps it off the host's.
+            vec!["mount", "-t", "tmpfs", "tmpfs", "/run"],
             vec!["ip", "link", "set", "lo", "up"],
             vec![
                 "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
