@@ -5,35 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iptables nftables iproute2 util-linux firewalld dbus)
-need=()
-command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
-command -v nft >/dev/null 2>&1 || need+=(nftables)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-command -v firewalld >/dev/null 2>&1 || need+=(firewalld)
-command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${need[*]}"
-    # Packages must not start services here: a started firewalld would take over this
-    # machine's firewall. policy-rc.d tells Debian's maintainer scripts not to start them.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=false
-    if [ ! -e "$policy" ]; then
-      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=true
-    fi
-    trap '"$own_policy" && rm -f "$policy"' EXIT
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    "$own_policy" && rm -f "$policy"
-    trap - EXIT
-  elif [ "$(id -u)" = 0 ] && command -v dnf >/dev/null 2>&1; then
-    dnf install -y -q "${need[@]/dbus/dbus-daemon}"
-  else
-    echo "missing packages (${need[*]}); namespace tests will skip (need root to install: ${packages[*]})" >&2
-  fi
-fi
+scripts/install-packages.sh
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,500 @@
+//! The benchmark of issue 6: `install` against what operators would otherwise run, on a
+//! real firewalld in the test harness's namespaces, medians of several runs. Writes
+//! BENCHMARKS.md. Run with `scripts/bench.sh` (root; installs what it needs).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::firewalld::{with_firewalld, FirewalldSandbox};
+use common::Sandbox;
+use tproxy_firewalld::format::direct_xml::join_args;
+
+const REPS: usize = 7;
+const INSTALL: &[&str] = &[
+    "install",
+    "--kuma-dp-user",
+    "kuma-dp",
+    "--store-firewalld",
+    "--redirect-dns",
+];
+const FLOOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/floor.py");
+
+struct Row {
+    what: String,
+    median: Duration,
+    runs: usize,
+    note: String,
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it,
+    // and a benchmark is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark skipped: run it with scripts/bench.sh");
+        return;
+    }
+    let Some(mut world) = with_firewalld("benchmark", "nftables") else {
+        eprintln!("the benchmark needs root, namespaces, iptables and firewalld");
+        std::process::exit(1);
+    };
+    let mut rows = Vec::new();
+    // Once: RFC3964_IPv4=no (firewalld reloads), so both families are installed below.
+    run_ok(
+        &world,
+        &[INSTALL, &["--disable-firewalld-rfc3964-ipv4"]].concat(),
+    );
+    let entries = world.path("entries.json");
+    run_ok(
+        &world,
+        &["/usr/bin/python3", FLOOR, "dump", entries.to_str().unwrap()],
+    );
+    let (chains, rules) = count_entries(&entries);
+
+    let ours = median(REPS, || {
+        run_ok(&world, &["uninstall"]);
+        time(&world, INSTALL)
+    });
+    rows.push(row(
+        "1. `install --store-firewalld --redirect-dns`, both families, empty firewalld",
+        ours,
+        REPS,
+        &format!("{chains} chains + {rules} rules, runtime and permanent"),
+    ));
+
+    let script = world.path("firewall-cmd.sh");
+    std::fs::write(&script, firewall_cmd_script(&entries)).unwrap();
+    let script_runs = 3;
+    let by_hand = median(script_runs, || {
+        run_ok(&world, &["uninstall"]);
+        time_cmd(&world, &["bash", script.to_str().unwrap()])
+    });
+    rows.push(row(
+        "2. the same with a `firewall-cmd` script (runtime + `--permanent`, one call per entry)",
+        by_hand,
+        script_runs,
+        &format!("{} firewall-cmd calls", 2 * (chains + rules)),
+    ));
+
+    let floor = median(REPS, || {
+        run_ok(&world, &["uninstall"]);
+        time_cmd(
+            &world,
+            &[
+                "/usr/bin/python3",
+                FLOOR,
+                "apply",
+                entries.to_str().unwrap(),
+            ],
+        )
+    });
+    rows.push(row(
+        "3. floor: python3-dbus client, one connection, one runtime call per entry + one getSettings/update",
+        floor,
+        REPS,
+        &format!("{} D-Bus calls", chains + rules + 2),
+    ));
+
+    run_ok(&world, &["uninstall"]);
+    run_ok(&world, INSTALL);
+    let noop = median(REPS, || time(&world, INSTALL));
+    let noop_calls = world.write_calls(|| run_ok(&world, INSTALL));
+    rows.push(row(
+        "4a. re-run with unchanged flags",
+        noop,
+        REPS,
+        &format!("{} D-Bus write calls", noop_calls.len()),
+    ));
+    let one_more = [INSTALL, &["--exclude-inbound-ports", "2222"]].concat();
+    let port = median(REPS, || {
+        run_ok(&world, INSTALL);
+        time(&world, &one_more)
+    });
+    run_ok(&world, INSTALL);
+    let port_calls = world.write_calls(|| run_ok(&world, &one_more));
+    rows.push(row(
+        "4b. re-run adding one excluded inbound port",
+        port,
+        REPS,
+        &format!(
+            "{} D-Bus write calls: {}",
+            port_calls.len(),
+            port_calls.join(", ")
+        ),
+    ));
+
+    rows.extend(offline_rows(&mut world));
+    drop(world);
+    rows.extend(raw_rows());
+    rows.extend(process_rows());
+
+    let ratios = [
+        ("install / floor", ours, floor, "≤ 1.2"),
+        ("firewall-cmd script / install", by_hand, ours, "≥ 50"),
+    ];
+    write_report(&rows, &ratios);
+}
+
+/// 5. direct.xml with 10,000 foreign rules, firewalld stopped.
+fn offline_rows(world: &mut FirewalldSandbox) -> Vec<Row> {
+    run_ok(world, &["uninstall"]);
+    world.stop();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<direct>\n");
+    xml.push_str("  <chain ipv=\"ipv4\" table=\"filter\" chain=\"FOREIGN\"/>\n");
+    for i in 0..10_000 {
+        let _ = writeln!(
+            xml,
+            "  <rule ipv=\"ipv4\" table=\"filter\" chain=\"FOREIGN\" priority=\"{i}\">-p tcp --dport {} -j ACCEPT</rule>",
+            1 + i % 65535
+        );
+    }
+    xml.push_str("</direct>\n");
+    let path = world.direct_xml_path();
+    // Our rules in kumactl's text form, for translate.
+    let rules_text = world.path("rules.txt");
+    let dry_run = world.tproxy_ok(&[
+        "install",
+        "--dry-run",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--redirect-dns",
+        "--backend",
+        "iptables",
+    ]);
+    std::fs::write(&rules_text, dry_run).unwrap();
+    let ours = median(REPS, || {
+        std::fs::write(&path, &xml).unwrap();
+        run_ok(world, &["uninstall", "--backend", "iptables"]);
+        time(world, INSTALL)
+    });
+    let ours_file = median(REPS, || {
+        std::fs::write(&path, &xml).unwrap();
+        time(
+            world,
+            &[
+                "translate",
+                "--merge",
+                path.to_str().unwrap(),
+                rules_text.to_str().unwrap(),
+            ],
+        )
+    });
+    // firewall-offline-cmd changes one entry per call; the same change is one call per entry.
+    std::fs::write(&path, &xml).unwrap();
+    let calls = offline_cmd_calls(world);
+    let started = Instant::now();
+    for call in &calls {
+        let args: Vec<&str> = call.iter().map(String::as_str).collect();
+        run_ok_raw(world, &args);
+    }
+    let offline_cmd = started.elapsed();
+    world.start();
+    vec![
+        row(
+            "5a. stopped firewalld, direct.xml with 10,000 foreign rules: `install --store-firewalld` (file + iptables now)",
+            ours,
+            REPS,
+            "",
+        ),
+        row(
+            "5b. the same direct.xml: `translate --merge` of our entries (parse, merge, print)",
+            ours_file,
+            REPS,
+            "",
+        ),
+        row(
+            "5c. the same change with `firewall-offline-cmd --direct` (one call per entry)",
+            offline_cmd,
+            1,
+            &format!("{} calls", calls.len()),
+        ),
+    ]
+}
+
+/// 6. The raw backend against plain iptables-restore of the same rules.
+fn raw_rows() -> Vec<Row> {
+    let sandbox = Sandbox::new();
+    let flags = &INSTALL[..INSTALL.len() - 2];
+    let flags = [flags, &["--redirect-dns"]].concat();
+    sandbox.tproxy_ok(&flags);
+    let v4 = sandbox.path("v4.rules");
+    let v6 = sandbox.path("v6.rules");
+    std::fs::write(&v4, sandbox.ok(&["iptables-save"])).unwrap();
+    std::fs::write(&v6, sandbox.ok(&["ip6tables-save"])).unwrap();
+    let ours = median(REPS, || {
+        sandbox.tproxy_ok(&["uninstall"]);
+        time(&sandbox, &flags)
+    });
+    let plain = median(REPS, || {
+        sandbox.tproxy_ok(&["uninstall"]);
+        time_cmd(
+            &sandbox,
+            &["iptables-restore", "--noflush", v4.to_str().unwrap()],
+        ) + time_cmd(
+            &sandbox,
+            &["ip6tables-restore", "--noflush", v6.to_str().unwrap()],
+        )
+    });
+    vec![
+        row(
+            "6a. raw backend `install --redirect-dns`, both families",
+            ours,
+            REPS,
+            "",
+        ),
+        row(
+            "6b. plain `iptables-restore` + `ip6tables-restore` of the same rules",
+            plain,
+            REPS,
+            "",
+        ),
+    ]
+}
+
+/// 7. Startup and peak memory.
+fn process_rows() -> Vec<Row> {
+    let sandbox = Sandbox::new();
+    let version = median(REPS, || time(&sandbox, &["--version"]));
+    let rss = peak_rss_kib(
+        &sandbox,
+        &["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"],
+    );
+    let size = std::fs::metadata(common::BIN).map(|m| m.len()).unwrap_or(0);
+    vec![
+        row("7a. startup: `--version`", version, REPS, ""),
+        Row {
+            what: "7b. peak RSS of `install` (raw backend)".into(),
+            median: Duration::ZERO,
+            runs: 1,
+            note: format!("{:.1} MiB", rss as f64 / 1024.0),
+        },
+        Row {
+            what: "7c. binary size".into(),
+            median: Duration::ZERO,
+            runs: 1,
+            note: format!("{:.1} MiB ({})", size as f64 / 1048576.0, common::BIN),
+        },
+    ]
+}
+
+fn row(what: &str, median: Duration, runs: usize, note: &str) -> Row {
+    Row {
+        what: what.into(),
+        median,
+        runs,
+        note: note.into(),
+    }
+}
+
+fn median(runs: usize, mut once: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..runs).map(|_| once()).collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn time(sandbox: &Sandbox, args: &[&str]) -> Duration {
+    let mut full = vec![common::BIN];
+    full.extend_from_slice(args);
+    time_cmd(sandbox, &full)
+}
+
+fn time_cmd(sandbox: &Sandbox, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let output = sandbox.run(args);
+    let elapsed = started.elapsed();
+    check(args, &output);
+    elapsed
+}
+
+fn run_ok(sandbox: &Sandbox, args: &[&str]) {
+    sandbox.tproxy_ok(args);
+}
+
+fn run_ok_raw(sandbox: &Sandbox, args: &[&str]) {
+    check(args, &sandbox.run(args));
+}
+
+fn check(args: &[&str], output: &Output) {
+    assert!(
+        output.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Peak resident memory of one run, from wait4's rusage (nsenter execs the command).
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also reports its peak memory"
+)]
+fn peak_rss_kib(sandbox: &Sandbox, args: &[&str]) -> i64 {
+    let mut full = vec![common::BIN];
+    full.extend_from_slice(args);
+    let child = sandbox
+        .command(&full)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    usage.ru_maxrss
+}
+
+type Entries = (
+    Vec<Vec<String>>,
+    Vec<(String, String, String, i32, Vec<String>)>,
+);
+
+fn read_entries(path: &Path) -> Entries {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let chains = json["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(strings)
+        .collect();
+    let rules = json["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_str().unwrap().to_string(),
+                r[2].as_str().unwrap().to_string(),
+                r[3].as_i64().unwrap() as i32,
+                strings(&r[4]),
+            )
+        })
+        .collect();
+    (chains, rules)
+}
+
+fn count_entries(path: &Path) -> (usize, usize) {
+    let (chains, rules) = read_entries(path);
+    (chains.len(), rules.len())
+}
+
+/// What an operator would write by hand: one firewall-cmd call per entry, runtime and
+/// permanent.
+fn firewall_cmd_script(path: &Path) -> String {
+    let (chains, rules) = read_entries(path);
+    let mut script = String::from("set -e\n");
+    for permanent in ["", "--permanent "] {
+        for chain in &chains {
+            let _ = writeln!(
+                script,
+                "firewall-cmd -q {permanent}--direct --add-chain {}",
+                chain.join(" ")
+            );
+        }
+        for (ipv, table, chain, priority, args) in &rules {
+            let _ = writeln!(
+                script,
+                "firewall-cmd -q {permanent}--direct --add-rule {ipv} {table} {chain} {priority} {}",
+                join_args(args)
+            );
+        }
+    }
+    script
+}
+
+/// The firewall-offline-cmd calls that add our entries to direct.xml.
+fn offline_cmd_calls(world: &FirewalldSandbox) -> Vec<Vec<String>> {
+    let (chains, rules) = read_entries(&world.path("entries.json"));
+    let config = world.firewalld_dir();
+    let base = || {
+        vec![
+            "firewall-offline-cmd".to_string(),
+            "-q".to_string(),
+            "--system-config".to_string(),
+            config.to_str().unwrap().to_string(),
+            "--direct".to_string(),
+        ]
+    };
+    let mut calls = Vec::new();
+    for chain in chains {
+        let mut call = base();
+        call.push("--add-chain".into());
+        call.extend(chain);
+        calls.push(call);
+    }
+    for (ipv, table, chain, priority, args) in rules {
+        let mut call = base();
+        call.extend(["--add-rule".into(), ipv, table, chain, priority.to_string()]);
+        call.extend(args);
+        calls.push(call);
+    }
+    calls
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn write_report(rows: &[Row], ratios: &[(&str, Duration, Duration, &str)]) {
+    let mut out = String::from(
+        "# Benchmarks\n\nGenerated by `scripts/bench.sh` (`cargo bench --bench firewalld`); do not edit by hand.\n\n",
+    );
+    let _ = writeln!(out, "Machine: {}\n", machine());
+    out.push_str("| what | median | runs | notes |\n|---|---|---|---|\n");
+    for row in rows {
+        let median = if row.median.is_zero() {
+            "—".to_string()
+        } else {
+            ms(row.median)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {median} | {} | {} |",
+            row.what, row.runs, row.note
+        );
+    }
+    out.push_str("\n| ratio | value | target |\n|---|---|---|\n");
+    for (name, a, b, target) in ratios {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.2} | {target} |",
+            a.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    std::fs::write(&path, &out).unwrap();
+    print!("{out}");
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let firewalld = Command::new("firewalld")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, Linux {}, firewalld {firewalld} (nftables backend)",
+        kernel.trim()
+    )
+}
