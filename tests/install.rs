@@ -422,3 +422,54 @@ fn failed_restores_are_retried_then_reported_with_nothing_changed() {
     );
     assert_eq!(sandbox.save("iptables-save"), before);
 }
+
+#[test]
+fn ipv6_failing_after_ipv4_applied_puts_ipv4_back() {
+    let Some(sandbox) = common::sandbox("ipv6_failing_after_ipv4_applied_puts_ipv4_back") else {
+        return;
+    };
+    // An ip6tables-restore that reports its version but refuses every transaction.
+    let failing = sandbox.path("failing-ip6tables-restore");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec ip6tables-nft-restore --version\n\
+         echo 'ip6tables-restore: line 3 failed' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let executables = format!(
+        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,\
+         iptables-restore:/usr/sbin/iptables-nft-restore,ip6tables:/usr/sbin/ip6tables-nft,\
+         ip6tables-save:/usr/sbin/ip6tables-nft-save,ip6tables-restore:{}",
+        failing.display()
+    );
+    add_foreign_rules(&sandbox);
+    let before = [
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    ];
+    let output = sandbox.tproxy(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--iptables-executables",
+        &executables,
+        "--max-retries",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("IPv6 rules were rejected; nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        [
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ],
+        before,
+        "IPv4 must be put back"
+    );
+}

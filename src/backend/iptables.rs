@@ -25,7 +25,7 @@ impl IptablesBackend {
     pub fn plan(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
         let mut plans = Vec::new();
         for xtables in &self.families {
-            let saved = restore::parse_save(&xtables.save_all()?)?;
+            let saved = restore::parse_save(&xtables.snapshot()?)?;
             if let Some(script) = plan_family(&saved, desired.family(xtables.family)) {
                 plans.push((xtables.clone(), script));
             }
@@ -44,19 +44,32 @@ impl Backend for IptablesBackend {
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         let plans = self.plan(desired)?;
-        // Check every family before changing any, so a rule one family rejects stops all.
+        // Each family's transaction is atomic. If a later family's fails, the families
+        // applied before it are put back as they were saved, so all change or none.
+        let mut applied: Vec<(&Xtables, String, &str)> = Vec::new();
         for (xtables, script) in &plans {
-            xtables
-                .test_restore(script, &self.options)
-                .with_context(|| {
+            let before = xtables.snapshot()?;
+            if let Err(error) = xtables.restore(script, &self.options) {
+                let mut undo_failures = Vec::new();
+                for (done, before, script) in applied.iter().rev() {
+                    if let Err(e) = done.put_back(before, &tables_in(script), &self.options) {
+                        undo_failures.push(format!("{}: {e:#}", done.family.label()));
+                    }
+                }
+                let state = if undo_failures.is_empty() {
+                    "nothing was changed".to_string()
+                } else {
                     format!(
-                        "{} rules were rejected; nothing was changed",
-                        xtables.family.label()
+                        "putting back the other families failed: {}",
+                        undo_failures.join("; ")
                     )
-                })?;
-        }
-        for (xtables, script) in &plans {
-            xtables.restore(script, &self.options)?;
+                };
+                return Err(error.context(format!(
+                    "{} rules were rejected; {state}",
+                    xtables.family.label()
+                )));
+            }
+            applied.push((xtables, before, script));
         }
         let mut summary = Vec::new();
         for xtables in &self.families {
@@ -76,6 +89,15 @@ impl Backend for IptablesBackend {
             summary,
         })
     }
+}
+
+/// The tables a restore script changes (`*nat` …).
+fn tables_in(script: &str) -> Vec<&str> {
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix('*'))
+        .map(str::trim)
+        .collect()
 }
 
 /// True for a saved rule we own: in one of our chains, tagged with our comment, or jumping

@@ -3,6 +3,7 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct Xtables {
     pub iptables: PathBuf,
     pub save: PathBuf,
     pub restore: PathBuf,
+    /// The last `iptables-save` output, until a restore changes the tables: detection,
+    /// probing and planning read the same snapshot instead of running save again.
+    snapshot: Arc<Mutex<Option<String>>>,
 }
 
 const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
@@ -95,34 +99,78 @@ impl Xtables {
             iptables,
             save,
             restore,
+            snapshot: Arc::default(),
         }
     }
 
-    /// `iptables-save` of every table.
+    /// `iptables-save` of every table, read now.
     pub fn save_all(&self) -> Result<String> {
-        host::run_checked(&self.save, &[], None)
+        let text = host::run_checked(&self.save, &[], None)?;
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+        Ok(text)
+    }
+
+    /// `iptables-save` of every table as last read, if nothing was restored since.
+    pub fn snapshot(&self) -> Result<String> {
+        let cached = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match cached {
+            Some(text) => Ok(text),
+            None => self.save_all(),
+        }
+    }
+
+    fn forget_snapshot(&self) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// One table as last saved (`None` when the save did not list it).
+    fn snapshot_table(&self, table: &str) -> Option<String> {
+        table_section(&self.snapshot().ok()?, table)
     }
 
     fn save_table(&self, table: &str) -> Option<String> {
         host::run_checked(&self.save, &["-t", table], None).ok()
     }
 
+    /// Whether a table can be used: nf_tables always has them; legacy needs its module,
+    /// which `save -t` loads or fails on.
+    fn has_table(&self, table: &str) -> bool {
+        self.mode == Mode::Nft || self.save_table(table).is_some()
+    }
+
+    /// Whether iptables has a match extension, as `iptables -m NAME -h` would say: looked
+    /// up in the extension directory when it can be found, asked otherwise.
     fn has_module(&self, module: &str) -> bool {
-        host::run(&self.iptables, &["-m", module, "-h"], None).is_ok_and(|o| o.status.success())
+        match extension_dir() {
+            Some(dir) => {
+                let family = match self.family {
+                    Family::V4 => "ipt",
+                    Family::V6 => "ip6t",
+                };
+                dir.join(format!("libxt_{module}.so")).exists()
+                    || dir.join(format!("lib{family}_{module}.so")).exists()
+            }
+            None => host::run(&self.iptables, &["-m", module, "-h"], None)
+                .is_ok_and(|o| o.status.success()),
+        }
     }
 
     /// Probes tables, match modules and a Docker `DOCKER_OUTPUT` chain, as kumactl does;
     /// fails when the minimum (nat table, tcp and owner matches) is missing.
     pub fn features(&self) -> Result<Features> {
-        let nat = self.save_table("nat");
-        let raw = self.save_table("raw").is_some();
+        let nat = self.has_table("nat");
+        let raw = self.has_table("raw");
         let (tcp, udp, owner) = (
             self.has_module("tcp"),
             self.has_module("udp"),
             self.has_module("owner"),
         );
         let mut missing = Vec::new();
-        if nat.is_none() {
+        if !nat {
             missing.push("the nat table");
         }
         if !tcp {
@@ -141,8 +189,10 @@ impl Xtables {
         Ok(Features {
             comment_module: self.has_module("comment"),
             conntrack_zone_split: raw && udp && self.has_module("conntrack"),
-            mangle_table: self.save_table("mangle").is_some(),
-            docker_output_chain: nat.is_some_and(|text| has_docker_output(&text)),
+            mangle_table: self.has_table("mangle"),
+            docker_output_chain: self
+                .snapshot_table("nat")
+                .is_some_and(|text| has_docker_output(&text)),
         })
     }
 
@@ -164,6 +214,23 @@ impl Xtables {
         args
     }
 
+    /// Replaces `tables` with their content in `saved` (an earlier `iptables-save`); a
+    /// table `saved` does not list is emptied. Used to undo an applied transaction.
+    pub fn put_back(&self, saved: &str, tables: &[&str], options: &RestoreOptions) -> Result<()> {
+        self.forget_snapshot();
+        let mut script = String::new();
+        for table in tables {
+            match table_section(saved, table) {
+                Some(section) => script.push_str(&section),
+                None => script.push_str(&format!("*{table}\nCOMMIT\n")),
+            }
+        }
+        let mut args = self.restore_args(options, false);
+        args.retain(|a| a != "--noflush");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        host::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
+    }
+
     /// Checks a restore script without applying it.
     pub fn test_restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
         let args = self.restore_args(options, true);
@@ -173,6 +240,7 @@ impl Xtables {
 
     /// Applies a restore script as one transaction, retrying as configured.
     pub fn restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
+        self.forget_snapshot();
         let args = self.restore_args(options, false);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let attempts = options.max_retries + 1;
@@ -200,6 +268,44 @@ impl Xtables {
     }
 }
 
+/// The `*table` … `COMMIT` section of an iptables-save text.
+fn table_section(save: &str, table: &str) -> Option<String> {
+    let header = format!("*{table}");
+    let mut lines = save.lines().skip_while(|l| l.trim() != header);
+    let mut out = format!("{}\n", lines.next()?);
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "COMMIT" {
+            break;
+        }
+    }
+    Some(out)
+}
+
+/// iptables' extension directory: `XTABLES_LIBDIR`, else where distributions put it.
+fn extension_dir() -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(find_extension_dir).clone()
+}
+
+fn find_extension_dir() -> Option<PathBuf> {
+    let known = |dir: PathBuf| dir.join("libxt_tcp.so").exists().then_some(dir);
+    if let Some(dir) = env::var_os("XTABLES_LIBDIR") {
+        return known(PathBuf::from(dir));
+    }
+    let multiarch = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("xtables"));
+    ["/usr/lib64/xtables", "/usr/lib/xtables", "/lib/xtables"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(multiarch)
+        .find_map(known)
+}
+
 fn has_docker_output(save: &str) -> bool {
     save.lines().any(|l| l.starts_with(":DOCKER_OUTPUT"))
 }
@@ -208,7 +314,10 @@ fn has_docker_output(save: &str) -> bool {
 /// do, unless only legacy has Docker's DOCKER_OUTPUT chain.
 fn choose_between<'a>(nft: &'a Xtables, legacy: &'a Xtables) -> &'a Xtables {
     let (nft_rules, legacy_rules) = (has_rules(nft), has_rules(legacy));
-    let docker = |x: &Xtables| x.save_table("nat").is_some_and(|t| has_docker_output(&t));
+    let docker = |x: &Xtables| {
+        x.snapshot_table("nat")
+            .is_some_and(|t| has_docker_output(&t))
+    };
     match (nft_rules, legacy_rules) {
         (true, true) if docker(legacy) && !docker(nft) => legacy,
         (false, true) => legacy,
@@ -221,7 +330,7 @@ fn has_rules(xtables: &Xtables) -> bool {
     [("nat", 4), ("raw", 2), ("mangle", 5)]
         .iter()
         .any(|(table, policies)| {
-            xtables.save_table(table).is_some_and(|text| {
+            xtables.snapshot_table(table).is_some_and(|text| {
                 let lines = text
                     .lines()
                     .map(str::trim)
@@ -277,6 +386,14 @@ fn is_executable(path: &Path) -> bool {
 /// The mode an executable reports in `--version` (`iptables v1.8.9 (nf_tables)`); no
 /// suffix or a failing `--version` means legacy, as in kumactl.
 fn mode_of(path: &Path) -> Option<Mode> {
+    // The multi-call binary behind every name says it without running it.
+    if let Ok(real) = path.canonicalize() {
+        match real.file_name().and_then(|n| n.to_str()) {
+            Some("xtables-nft-multi") => return Some(Mode::Nft),
+            Some("xtables-legacy-multi") => return Some(Mode::Legacy),
+            _ => {}
+        }
+    }
     let output = host::run(path, &["--version"], None).ok()?;
     if !output.status.success() {
         return Some(Mode::Legacy);
