@@ -54,6 +54,18 @@ pub fn loopback_interface() -> String {
 
 /// True when some interface has an IPv6 address other than loopback (kumactl's test for
 /// enabling IPv6 rules).
+fn read_if_inet6() -> String {
+    std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default()
+}
+
+/// Whether `/proc/net/if_inet6` lists `address` (32 hex digits) on `interface`.
+fn has_address_on(if_inet6: &str, address: &str, interface: &str) -> bool {
+    if_inet6.lines().any(|line| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        fields.first() == Some(&address) && fields.last() == Some(&interface)
+    })
+}
+
 pub fn has_non_loopback_ipv6() -> bool {
     std::fs::read_to_string("/proc/net/if_inet6")
         .map(|text| {
@@ -131,6 +143,13 @@ pub fn run_checked(program: &Path, args: &[&str], stdin: Option<&str>) -> Result
 /// Adds `::6/128` to the loopback interface: Envoy's inbound passthrough cluster uses it as
 /// source address for IPv6, and kumactl adds it too.
 pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
+    if has_address_on(
+        &read_if_inet6(),
+        "00000000000000000000000000000006",
+        loopback,
+    ) {
+        return Ok(());
+    }
     let ip = Path::new("ip");
     let output = run(ip, &["-6", "addr", "add", "::6/128", "dev", loopback], None)
         .context("cannot run `ip` to add ::6/128 to the loopback interface (install iproute2)")?;
@@ -145,6 +164,27 @@ pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_inet6_lines_name_address_and_interface() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                    00000000000000000000000000000006 01 80 10 80       lo\n";
+        assert!(has_address_on(
+            text,
+            "00000000000000000000000000000006",
+            "lo"
+        ));
+        assert!(!has_address_on(
+            text,
+            "00000000000000000000000000000006",
+            "eth0"
+        ));
+        assert!(!has_address_on(
+            text,
+            "00000000000000000000000000000002",
+            "lo"
+        ));
+    }
 
     #[test]
     fn resolv_conf_nameservers() {

@@ -309,8 +309,12 @@ impl Backend for FirewalldBackend {
     }
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        self.check(desired)?;
         let plan = self.plan(desired)?;
+        let writes =
+            !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
+        if writes {
+            self.check(desired)?;
+        }
         if plan.permanent_differs {
             eprintln!("tproxy-firewalld: firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
@@ -337,9 +341,10 @@ impl Backend for FirewalldBackend {
         if let Some((permanent, _)) = &plan.permanent {
             summary.push(format!("permanent: {}", describe(permanent)));
         }
-        let changed =
-            !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
-        Ok(Outcome { changed, summary })
+        Ok(Outcome {
+            changed: writes,
+            summary,
+        })
     }
 }
 
