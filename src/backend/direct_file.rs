@@ -47,6 +47,13 @@ impl DirectFile {
         }
     }
 
+    /// A direct.xml at any path (`translate --merge`, `inspect --file`).
+    pub fn at(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
