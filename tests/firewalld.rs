@@ -116,18 +116,6 @@ fn config_file_flags(world: &FirewalldSandbox) -> Vec<String> {
     flags
 }
 
-fn count_rules(world: &FirewalldSandbox, permanent: bool) -> usize {
-    let mut args = vec!["--direct", "--get-all-rules"];
-    if permanent {
-        args.insert(0, "--permanent");
-    }
-    world
-        .firewall_cmd_ok(&args)
-        .lines()
-        .filter(|l| l.contains("kuma/mesh/transparent/proxy") || l.contains("KUMA_MESH_"))
-        .count()
-}
-
 /// Rules of a reference set, counted in its expected files.
 fn expected_rule_count(set: &str) -> usize {
     ["iptables", "ip6tables"]
@@ -188,8 +176,8 @@ fn stored_rules_match_the_raw_backend_and_survive_reload_and_reboot() {
                 );
             }
             let rules = expected_rule_count(set);
-            assert_eq!(count_rules(world, false), rules, "runtime rules");
-            assert_eq!(count_rules(world, true), rules, "permanent rules");
+            assert_eq!(world.count_our_rules(false), rules, "runtime rules");
+            assert_eq!(world.count_our_rules(true), rules, "permanent rules");
             assert!(world.direct_xml().contains("KUMA_MESH_OUTBOUND"));
 
             world.firewall_cmd_ok(&["--reload"]);
@@ -197,14 +185,14 @@ fn stored_rules_match_the_raw_backend_and_survive_reload_and_reboot() {
             world.reboot();
             assert_kernel_matches(world, set, "after a reboot");
             assert_eq!(
-                count_rules(world, false),
+                world.count_our_rules(false),
                 rules,
                 "runtime rules after reboot"
             );
         }
         world.tproxy_ok(&["uninstall"]);
-        assert_eq!(count_rules(world, false), 0);
-        assert_eq!(count_rules(world, true), 0);
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
         assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
         assert!(!world.ok(&["ip6tables-save"]).contains("KUMA_MESH"));
     });
@@ -233,8 +221,8 @@ fn without_store_the_rules_are_runtime_only_and_the_operator_is_told() {
         let stderr = install(world, &[]);
         assert!(stderr.contains("--store-firewalld"), "{stderr}");
         assert!(stderr.contains("RFC3964_IPv4"), "{stderr}");
-        assert!(count_rules(world, false) > 0);
-        assert_eq!(count_rules(world, true), 0);
+        assert!(world.count_our_rules(false) > 0);
+        assert_eq!(world.count_our_rules(true), 0);
         assert!(
             !world.ok(&["ip6tables-save"]).contains("KUMA_MESH"),
             "IPv4 only"
@@ -378,8 +366,8 @@ fn a_rule_iptables_rejects_writes_nothing_anywhere() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("rejected"), "{stderr}");
-        assert_eq!(count_rules(world, false), 0);
-        assert_eq!(count_rules(world, true), 0);
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
         assert!(!world.direct_xml_path().exists());
         assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
     });
@@ -401,8 +389,8 @@ fn a_failure_midway_undoes_the_steps_before_it() {
                 .trim(),
             ""
         );
-        assert_eq!(count_rules(world, false), 0);
-        assert_eq!(count_rules(world, true), 0);
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
         let chains: Vec<String> = world
             .ok(&["iptables-save", "-t", "nat"])
             .lines()

@@ -117,6 +117,8 @@ struct Entry {
     chain: Option<String>,
     priority: Option<i32>,
     args: Option<Vec<String>>,
+    /// The same shape as `inspect --output json`.
+    owned: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -158,9 +160,23 @@ fn translate_json(args: &[&str], stdin: &str) -> Vec<Entry> {
     let mut full = vec!["--output", "json"];
     full.extend_from_slice(args);
     let text = translate_ok(&full, stdin);
-    serde_json::from_str::<Entries>(&text)
+    let entries = serde_json::from_str::<Entries>(&text)
         .unwrap_or_else(|e| panic!("{e}: {text}"))
-        .entries
+        .entries;
+    for entry in &entries {
+        // Ours: not eb, and a KUMA_MESH_* chain, a rule in or jumping to one, or our comment.
+        let in_our_chain = entry
+            .chain
+            .as_deref()
+            .is_some_and(|c| c.starts_with("KUMA_MESH_"));
+        let our_args =
+            entry.args.iter().flatten().any(|a| {
+                a.starts_with("kuma/mesh/transparent/proxy") || a.starts_with("KUMA_MESH_")
+            });
+        let ours = entry.ipv != "eb" && (in_our_chain || our_args);
+        assert_eq!(entry.owned, ours, "{entry:?}");
+    }
+    entries
 }
 
 /// The text of a `--comment` argument in an iptables-save rule line (ours have no quotes).

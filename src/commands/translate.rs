@@ -20,6 +20,7 @@ use super::{notice, BadInput};
 use crate::backend::direct_file::DirectFile;
 use crate::cli::{OutputFormat, TranslateArgs, TranslateIpv};
 use crate::direct::{self, DirectChain, DirectConfig, DirectRule};
+use crate::format::direct_json::JsonEntry;
 use crate::format::direct_xml::{self, Document};
 use crate::format::restore::{self, RestoreParseError, RestoreRule, RestoreTable};
 use crate::ruleset::{Family, Position};
@@ -252,32 +253,8 @@ fn load_direct_xml(path: &Path) -> Result<Option<Document>> {
     }
 }
 
-/// One entry of the JSON output; fields that do not apply are null.
-#[derive(Serialize)]
-struct JsonEntry<'a> {
-    kind: &'static str,
-    ipv: &'a str,
-    table: Option<&'a str>,
-    chain: Option<&'a str>,
-    priority: Option<i32>,
-    args: Option<&'a [String]>,
-}
-
-/// `{"entries": [...]}`: chains, then rules (per chain in priority order), then
-/// passthroughs, in the order firewalld's writer groups them.
 fn json(config: &DirectConfig) -> Result<String> {
-    let mut entries: Vec<JsonEntry> = config
-        .chains
-        .iter()
-        .map(|c| JsonEntry {
-            kind: "chain",
-            ipv: &c.ipv,
-            table: Some(&c.table),
-            chain: Some(&c.chain),
-            priority: None,
-            args: None,
-        })
-        .collect();
+    let mut entries: Vec<JsonEntry> = config.chains.iter().map(JsonEntry::chain).collect();
     let mut rules: Vec<(usize, &DirectRule)> = Vec::new();
     let mut chains: Vec<(&str, &str, &str)> = Vec::new();
     for rule in &config.rules {
@@ -289,22 +266,8 @@ fn json(config: &DirectConfig) -> Result<String> {
         rules.push((group, rule));
     }
     rules.sort_by_key(|(group, rule)| (*group, rule.priority));
-    entries.extend(rules.into_iter().map(|(_, r)| JsonEntry {
-        kind: "rule",
-        ipv: &r.ipv,
-        table: Some(&r.table),
-        chain: Some(&r.chain),
-        priority: Some(r.priority),
-        args: Some(&r.args),
-    }));
-    entries.extend(config.passthroughs.iter().map(|p| JsonEntry {
-        kind: "passthrough",
-        ipv: &p.ipv,
-        table: None,
-        chain: None,
-        priority: None,
-        args: Some(&p.args),
-    }));
+    entries.extend(rules.into_iter().map(|(_, r)| JsonEntry::rule(r)));
+    entries.extend(config.passthroughs.iter().map(JsonEntry::passthrough));
     #[derive(Serialize)]
     struct Output<'a> {
         entries: Vec<JsonEntry<'a>>,
@@ -421,9 +384,9 @@ mod tests {
             value,
             serde_json::json!({"entries": [
                 {"kind": "chain", "ipv": "ipv4", "table": "nat", "chain": "KUMA_MESH_X",
-                 "priority": null, "args": null},
+                 "priority": null, "args": null, "owned": true},
                 {"kind": "rule", "ipv": "ipv4", "table": "nat", "chain": "KUMA_MESH_X",
-                 "priority": 0, "args": ["-j", "RETURN"]},
+                 "priority": 0, "args": ["-j", "RETURN"], "owned": true},
             ]})
         );
     }

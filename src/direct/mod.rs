@@ -4,9 +4,14 @@
 //! so `ipv` and `table` stay strings. [`translate`] turns our rule model into entries;
 //! [`plan`] computes the difference a backend applies.
 
+mod check;
 mod plan;
 mod translate;
 
+pub use check::{
+    builtin_chains, check, is_builtin, is_target, kernel_order, restore_check, ChainOrder, Problem,
+    RestoreCheck, Subject,
+};
 pub use plan::{plan, Change, Plan};
 pub use translate::translate;
 
@@ -145,6 +150,41 @@ impl DirectConfig {
 
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty() && self.rules.is_empty() && self.passthroughs.is_empty()
+    }
+}
+
+/// Short constructors for unit tests.
+#[cfg(test)]
+pub(crate) mod test_entries {
+    use super::{DirectChain, DirectRule, Passthrough};
+
+    pub fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    pub fn chain(ipv: &str, table: &str, name: &str) -> DirectChain {
+        DirectChain {
+            ipv: ipv.into(),
+            table: table.into(),
+            chain: name.into(),
+        }
+    }
+
+    pub fn rule(ipv: &str, table: &str, chain: &str, priority: i32, args: &[&str]) -> DirectRule {
+        DirectRule {
+            ipv: ipv.into(),
+            table: table.into(),
+            chain: chain.into(),
+            priority,
+            args: strings(args),
+        }
+    }
+
+    pub fn passthrough(ipv: &str, args: &[&str]) -> Passthrough {
+        Passthrough {
+            ipv: ipv.into(),
+            args: strings(args),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! comment, `''` is an empty argument, a backslash inside double quotes only escapes `"`
 //! and `\`).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -101,7 +102,56 @@ enum Root {
 /// rule without arguments, a priority outside i32, a non-UTF-8 encoding declaration with
 /// non-ASCII content are refused too.
 pub fn parse(text: &str) -> Result<Document, DirectXmlError> {
-    Parser::new(text).run()
+    let parser = Parser::new(text, false);
+    let mut state = State::new();
+    let root = parser.run(&mut state)?;
+    Ok(Document {
+        text: text.to_string(),
+        root,
+        entries: state.entries,
+    })
+}
+
+/// What [`parse_lenient`] found in a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lenient {
+    /// Every `<chain>`, `<rule>` and `<passthrough>` read without a problem, in document
+    /// order (repeats and entries without arguments included, as in [`Document::entries`]).
+    pub entries: Vec<Located<Entry>>,
+    /// Every problem [`parse`] refuses, sorted by position.
+    pub problems: Vec<DirectXmlError>,
+    /// False when reading stopped at a problem nothing can be read after: the text is not
+    /// well-formed XML, has no single `<direct>` root or declares a DOCTYPE. That problem is
+    /// the last one, and entries after it were not read.
+    pub complete: bool,
+}
+
+/// Like [`parse`], but goes on after a problem in an element's attributes or content (a
+/// missing, unexpected or invalid attribute, an unknown element, unbalanced quoting in the
+/// arguments, text where only elements belong): the element is left out, the problem
+/// recorded and reading continues, so a file's problems are all reported at once. Only
+/// problems that leave nothing sensible to read (XML that is not well-formed, a wrong or
+/// second root element, a DOCTYPE, an unusable encoding) stop it. `parse(text)` succeeds
+/// exactly when `parse_lenient(text).problems` is empty, with the same entries.
+pub fn parse_lenient(text: &str) -> Lenient {
+    let parser = Parser::new(text, true);
+    let mut state = State::new();
+    let outcome = parser.run(&mut state);
+    let mut problems = parser.recorded.into_inner();
+    let complete = match outcome {
+        Ok(_) => true,
+        Err(fatal) => {
+            problems.push(fatal);
+            false
+        }
+    };
+    // Stable: problems at one place keep the order they were found in.
+    problems.sort_by_key(|p| (p.line, p.column));
+    Lenient {
+        entries: state.entries,
+        problems,
+        complete,
+    }
 }
 
 impl Document {
@@ -553,8 +603,9 @@ impl Kind {
 struct Open {
     kind: Kind,
     start: usize,
-    /// The entry with empty args until the text is complete.
-    entry: Entry,
+    /// The entry with empty args until the text is complete; None when the element has a
+    /// problem (lenient parsing only), so that it is read to its end and left out.
+    entry: Option<Entry>,
     /// The text content, unescaped, with XML's end-of-line handling.
     text: String,
 }
@@ -566,12 +617,29 @@ struct State {
     entries: Vec<Located<Entry>>,
 }
 
+impl State {
+    fn new() -> Self {
+        State {
+            stage: Stage::Prolog,
+            root: None,
+            root_start: 0,
+            entries: Vec::new(),
+        }
+    }
+}
+
 enum Stage {
     /// Before the root element.
     Prolog,
     /// Inside `<direct>`, between children.
     Root,
     Child(Open),
+    /// Inside an element that is left out (lenient parsing only), `depth` elements deep;
+    /// `parent` is where reading resumes after its end tag.
+    Skip {
+        depth: usize,
+        parent: Box<Stage>,
+    },
     /// After the root element.
     Epilog,
 }
@@ -590,14 +658,38 @@ struct Parser<'t> {
     /// Length of a leading byte order mark, which the XML reader does not see.
     bom: usize,
     lines: Vec<usize>,
+    /// Whether problems that leave the rest readable are recorded instead of returned.
+    lenient: bool,
+    /// The problems recorded so far (lenient parsing only).
+    recorded: RefCell<Vec<DirectXmlError>>,
 }
 
 impl<'t> Parser<'t> {
-    fn new(text: &'t str) -> Self {
+    fn new(text: &'t str, lenient: bool) -> Self {
         let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
         let mut lines = vec![0];
         lines.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Parser { text, bom, lines }
+        Parser {
+            text,
+            bom,
+            lines,
+            lenient,
+            recorded: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A problem reading can go on after: recorded when lenient, else returned.
+    fn soft(&self, error: DirectXmlError) -> Result<(), DirectXmlError> {
+        if self.lenient {
+            self.recorded.borrow_mut().push(error);
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+
+    fn recorded_count(&self) -> usize {
+        self.recorded.borrow().len()
     }
 
     fn error(&self, offset: usize, message: impl Into<String>) -> DirectXmlError {
@@ -628,7 +720,8 @@ impl<'t> Parser<'t> {
         }
     }
 
-    fn run(self) -> Result<Document, DirectXmlError> {
+    /// Reads the whole text into `state`; the root element when it is a `<direct>`.
+    fn run(&self, state: &mut State) -> Result<Root, DirectXmlError> {
         let body = &self.text[self.bom..];
         let mut reader = Reader::from_str(body);
         let config = reader.config_mut();
@@ -636,12 +729,6 @@ impl<'t> Parser<'t> {
         config.check_end_names = true;
         config.expand_empty_elements = false;
 
-        let mut state = State {
-            stage: Stage::Prolog,
-            root: None,
-            root_start: 0,
-            entries: Vec::new(),
-        };
         loop {
             let at = self.bom + reader.buffer_position() as usize;
             let event = reader.read_event().map_err(|e| {
@@ -716,12 +803,22 @@ impl<'t> Parser<'t> {
                     let c = self.resolve_reference(&name, at)?;
                     self.text_content(&mut state.stage, c.encode_utf8(&mut [0; 4]), at, false)?;
                 }
-                Event::Start(start) => self.start_tag(&mut state, &start, false, at, end)?,
-                Event::Empty(start) => self.start_tag(&mut state, &start, true, at, end)?,
+                Event::Start(start) => self.start_tag(state, &start, false, at, end)?,
+                Event::Empty(start) => self.start_tag(state, &start, true, at, end)?,
                 Event::End(_) => match std::mem::replace(&mut state.stage, Stage::Epilog) {
                     Stage::Child(open) => {
-                        state.entries.push(self.finish(open, end)?);
+                        state.entries.extend(self.finish(open, end)?);
                         state.stage = Stage::Root;
+                    }
+                    Stage::Skip { depth, parent } => {
+                        state.stage = if depth > 1 {
+                            Stage::Skip {
+                                depth: depth - 1,
+                                parent,
+                            }
+                        } else {
+                            *parent
+                        };
                     }
                     Stage::Root => state.root = Some(Root::Open { end_tag: at }),
                     // The reader already refuses an end tag without its start tag.
@@ -744,7 +841,7 @@ impl<'t> Parser<'t> {
     ) -> Result<(), DirectXmlError> {
         let name = start.name();
         let name: &str = name.as_ref();
-        match &state.stage {
+        match &mut state.stage {
             Stage::Prolog => {
                 if name != "direct" {
                     return Err(self.error(
@@ -752,11 +849,11 @@ impl<'t> Parser<'t> {
                         format!("the root element must be <direct>, not <{name}>"),
                     ));
                 }
-                if let Some(attribute) = self.attributes(start, at)?.first() {
-                    return Err(self.error(
+                for attribute in self.attributes(start, at)? {
+                    self.soft(self.error(
                         attribute.key_at,
                         format!("direct: unexpected attribute {}", attribute.key),
-                    ));
+                    ))?;
                 }
                 state.root_start = at;
                 if empty {
@@ -773,7 +870,16 @@ impl<'t> Parser<'t> {
                     } else {
                         format!("unexpected element <{name}>")
                     };
-                    return Err(self.error(at, message));
+                    self.soft(self.error(at, message))?;
+                    // Lenient: the element and everything in it are left out.
+                    self.attributes(start, at)?;
+                    if !empty {
+                        state.stage = Stage::Skip {
+                            depth: 1,
+                            parent: Box::new(Stage::Root),
+                        };
+                    }
+                    return Ok(());
                 };
                 let open = Open {
                     kind,
@@ -782,19 +888,35 @@ impl<'t> Parser<'t> {
                     text: String::new(),
                 };
                 if empty {
-                    state.entries.push(self.finish(open, end)?);
+                    state.entries.extend(self.finish(open, end)?);
                 } else {
                     state.stage = Stage::Child(open);
                 }
             }
             Stage::Child(open) => {
-                return Err(self.error(
+                self.soft(self.error(
                     at,
                     format!(
                         "element <{name}> is not allowed inside <{}>",
                         open.kind.name()
                     ),
-                ));
+                ))?;
+                // Lenient: the enclosing element is left out too, its content being unclear.
+                self.attributes(start, at)?;
+                open.entry = None;
+                if !empty {
+                    let parent = std::mem::replace(&mut state.stage, Stage::Epilog);
+                    state.stage = Stage::Skip {
+                        depth: 1,
+                        parent: Box::new(parent),
+                    };
+                }
+            }
+            Stage::Skip { depth, .. } => {
+                self.attributes(start, at)?;
+                if !empty {
+                    *depth += 1;
+                }
             }
             Stage::Epilog => {
                 return Err(self.error(
@@ -806,13 +928,13 @@ impl<'t> Parser<'t> {
         Ok(())
     }
 
-    fn end_of_file(&self, state: State, at: usize) -> Result<Document, DirectXmlError> {
-        match (state.stage, state.root) {
-            (Stage::Epilog, Some(root)) => Ok(Document {
-                text: self.text.to_string(),
-                root,
-                entries: state.entries,
-            }),
+    fn end_of_file(&self, state: &mut State, at: usize) -> Result<Root, DirectXmlError> {
+        let mut stage = &state.stage;
+        while let Stage::Skip { parent, .. } = stage {
+            stage = parent;
+        }
+        match (stage, state.root.take()) {
+            (Stage::Epilog, Some(root)) => Ok(root),
             (Stage::Prolog, _) => Err(self.error(
                 at,
                 "no <direct> element found (the file is empty or has no element)",
@@ -873,11 +995,12 @@ impl<'t> Parser<'t> {
                 Ok(())
             }
             _ if blank(content) => Ok(()),
-            Stage::Child(_) => Err(self.error(
+            Stage::Skip { .. } => Ok(()),
+            Stage::Child(_) => self.soft(self.error(
                 at + first_non_blank(content),
                 "text inside <chain> is not allowed",
             )),
-            Stage::Root => Err(self.error(
+            Stage::Root => self.soft(self.error(
                 at + first_non_blank(content),
                 "text directly inside <direct> is not allowed",
             )),
@@ -1005,79 +1128,122 @@ impl<'t> Parser<'t> {
         Ok(value)
     }
 
-    /// The entry of a `<chain>`, `<rule>` or `<passthrough>` start tag (args still empty).
+    /// The entry of a `<chain>`, `<rule>` or `<passthrough>` start tag (args still empty);
+    /// None when lenient and the tag has a problem (each one is recorded).
     fn entry(
         &self,
         kind: Kind,
         start: &BytesStart<'_>,
         at: usize,
-    ) -> Result<Entry, DirectXmlError> {
+    ) -> Result<Option<Entry>, DirectXmlError> {
         let attributes = self.attributes(start, at)?;
         let element = kind.name();
+        let before = self.recorded_count();
+        // The value and its offset of each attribute firewalld requires, None when missing.
         let mut values = Vec::new();
         for &name in kind.attributes() {
-            let Some(attribute) = attributes.iter().find(|a| a.key == name) else {
-                return Err(self.error(at, format!("{element}: missing attribute {name}")));
-            };
-            let value = self.attribute_value(attribute.value, attribute.value_at)?;
-            values.push((value, attribute.value_at));
+            match attributes.iter().find(|a| a.key == name) {
+                Some(attribute) => {
+                    let value = self.attribute_value(attribute.value, attribute.value_at)?;
+                    values.push(Some((value, attribute.value_at)));
+                }
+                None => {
+                    self.soft(self.error(at, format!("{element}: missing attribute {name}")))?;
+                    values.push(None);
+                }
+            }
         }
-        if let Some(extra) = attributes
+        for extra in attributes
             .iter()
-            .find(|a| !kind.attributes().contains(&a.key))
+            .filter(|a| !kind.attributes().contains(&a.key))
         {
-            return Err(self.error(
+            self.soft(self.error(
                 extra.key_at,
                 format!("{element}: unexpected attribute {}", extra.key),
-            ));
+            ))?;
         }
 
-        let (ipv, ipv_at) = values[0].clone();
-        let Some(tables) = tables_of(&ipv) else {
-            return Err(self.error(
-                ipv_at,
-                format!("{element}: invalid ipv '{ipv}' (expected ipv4, ipv6 or eb)"),
-            ));
+        let mut ipv = None;
+        let mut tables: &[&str] = &[];
+        if let Some((value, value_at)) = &values[0] {
+            match tables_of(value) {
+                Some(valid) => {
+                    ipv = Some(value.clone());
+                    tables = valid;
+                }
+                None => self.soft(self.error(
+                    *value_at,
+                    format!("{element}: invalid ipv '{value}' (expected ipv4, ipv6 or eb)"),
+                ))?,
+            }
+        }
+        let mut table = None;
+        if kind != Kind::Passthrough {
+            if let (Some(ipv), Some((value, value_at))) = (&ipv, &values[1]) {
+                if tables.contains(&value.as_str()) {
+                    table = Some(value.clone());
+                } else {
+                    self.soft(self.error(
+                        *value_at,
+                        format!(
+                            "{element}: invalid table '{value}' for {ipv} (expected one of {})",
+                            tables.join(", ")
+                        ),
+                    ))?;
+                }
+            }
+        }
+        let mut priority = None;
+        if kind == Kind::Rule {
+            if let Some((value, value_at)) = &values[3] {
+                match value.trim().parse::<i32>() {
+                    Ok(number) => priority = Some(number),
+                    Err(_) => self.soft(self.error(
+                        *value_at,
+                        format!(
+                            "{element}: invalid priority '{value}' (expected a 32-bit integer)"
+                        ),
+                    ))?,
+                }
+            }
+        }
+        if self.recorded_count() > before {
+            return Ok(None);
+        }
+
+        let take = |i: usize| -> String {
+            values[i]
+                .as_ref()
+                .map(|(value, _)| value.clone())
+                .expect("no problem recorded: every attribute is there")
         };
-        if kind == Kind::Passthrough {
-            return Ok(Entry::Passthrough(Passthrough {
+        let ipv = ipv.expect("no problem recorded: the ipv is valid");
+        Ok(Some(match kind {
+            Kind::Passthrough => Entry::Passthrough(Passthrough {
                 ipv,
                 args: Vec::new(),
-            }));
-        }
-        let (table, table_at) = values[1].clone();
-        if !tables.contains(&table.as_str()) {
-            return Err(self.error(
-                table_at,
-                format!(
-                    "{element}: invalid table '{table}' for {ipv} (expected one of {})",
-                    tables.join(", ")
-                ),
-            ));
-        }
-        let chain = values[2].0.clone();
-        if kind == Kind::Chain {
-            return Ok(Entry::Chain(DirectChain { ipv, table, chain }));
-        }
-        let (priority, priority_at) = &values[3];
-        let Ok(priority) = priority.trim().parse::<i32>() else {
-            return Err(self.error(
-                *priority_at,
-                format!("{element}: invalid priority '{priority}' (expected a 32-bit integer)"),
-            ));
-        };
-        Ok(Entry::Rule(DirectRule {
-            ipv,
-            table,
-            chain,
-            priority,
-            args: Vec::new(),
+            }),
+            Kind::Chain => Entry::Chain(DirectChain {
+                ipv,
+                table: table.expect("no problem recorded: the table is valid"),
+                chain: take(2),
+            }),
+            Kind::Rule => Entry::Rule(DirectRule {
+                ipv,
+                table: table.expect("no problem recorded: the table is valid"),
+                chain: take(2),
+                priority: priority.expect("no problem recorded: the priority is valid"),
+                args: Vec::new(),
+            }),
         }))
     }
 
-    /// Completes an element whose end is at `end`: its text becomes the args.
-    fn finish(&self, open: Open, end: usize) -> Result<Located<Entry>, DirectXmlError> {
-        let mut entry = open.entry;
+    /// Completes an element whose end is at `end`: its text becomes the args. None when
+    /// the element was left out or (lenient) its arguments cannot be split.
+    fn finish(&self, open: Open, end: usize) -> Result<Option<Located<Entry>>, DirectXmlError> {
+        let Some(mut entry) = open.entry else {
+            return Ok(None);
+        };
         let args = match &mut entry {
             Entry::Chain(_) => None,
             Entry::Rule(rule) => Some(&mut rule.args),
@@ -1085,23 +1251,27 @@ impl<'t> Parser<'t> {
         };
         if let Some(args) = args {
             // firewalld turns every newline of the content into a space before splitting.
-            *args = split_args(&open.text.replace('\n', " ")).map_err(|message| {
-                self.error(
-                    open.start,
-                    format!(
-                        "{}: cannot split the arguments: {message}",
-                        open.kind.name()
-                    ),
-                )
-            })?;
+            match split_args(&open.text.replace('\n', " ")) {
+                Ok(split) => *args = split,
+                Err(message) => {
+                    self.soft(self.error(
+                        open.start,
+                        format!(
+                            "{}: cannot split the arguments: {message}",
+                            open.kind.name()
+                        ),
+                    ))?;
+                    return Ok(None);
+                }
+            }
         }
         let position = self.error(open.start, "");
-        Ok(Located {
+        Ok(Some(Located {
             line: position.line,
             column: position.column,
             span: open.start..end,
             entry,
-        })
+        }))
     }
 }
 
@@ -1214,34 +1384,7 @@ mod tests {
         ("*", "'*'"),
     ];
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn chain(ipv: &str, table: &str, name: &str) -> DirectChain {
-        DirectChain {
-            ipv: ipv.into(),
-            table: table.into(),
-            chain: name.into(),
-        }
-    }
-
-    fn rule(ipv: &str, table: &str, chain: &str, priority: i32, args: &[&str]) -> DirectRule {
-        DirectRule {
-            ipv: ipv.into(),
-            table: table.into(),
-            chain: chain.into(),
-            priority,
-            args: strings(args),
-        }
-    }
-
-    fn passthrough(ipv: &str, args: &[&str]) -> Passthrough {
-        Passthrough {
-            ipv: ipv.into(),
-            args: strings(args),
-        }
-    }
+    use crate::direct::test_entries::{chain, passthrough, rule, strings};
 
     /// Entries of ours: in KUMA_MESH_* chains or carrying our comment.
     fn owned() -> DirectConfig {
@@ -1635,6 +1778,97 @@ mod tests {
             );
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn lenient_parsing_reports_the_strict_error_first() {
+        for (what, text, _, _, _) in ERRORS {
+            let strict = parse(text).expect_err(what);
+            let lenient = parse_lenient(text);
+            assert_eq!(lenient.problems.first(), Some(&strict), "{what}");
+        }
+        for text in FOREIGN {
+            let lenient = parse_lenient(text);
+            assert!(
+                lenient.problems.is_empty(),
+                "{text:?}: {:?}",
+                lenient.problems
+            );
+            assert!(lenient.complete);
+            assert_eq!(lenient.entries, parse(text).unwrap().entries(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lenient_parsing_reports_every_problem_and_keeps_the_rest() {
+        let text = r#"<direct version="2">
+  <chain ipv="ipv4" table="nat" chain="A"/>
+  <rule ipv="ipv7" table="nat" chain="A" priority="x" family="f">-j X</rule>
+  <rule ipv="ipv4" table="nat" chain="A" priority="1">-m comment --comment 'oops</rule>
+  <zone name="z"><short>nested <b/> text</short></zone>
+  junk
+  <chain ipv="ipv4" table="broute" chain="B">text</chain>
+  <rule ipv="ipv4" table="nat" chain="A" priority="2">-j <chain ipv="ipv4" table="nat" chain="C"/> Y</rule>
+  <passthrough>-L</passthrough>
+  <rule ipv="ipv6" table="raw" chain="OUTPUT" priority="-1">-j CT --notrack</rule>
+</direct>
+"#;
+        let lenient = parse_lenient(text);
+        assert!(lenient.complete);
+        let got: Vec<String> = lenient.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "line 1, column 9: direct: unexpected attribute version",
+                "line 3, column 14: rule: invalid ipv 'ipv7' (expected ipv4, ipv6 or eb)",
+                "line 3, column 52: rule: invalid priority 'x' (expected a 32-bit integer)",
+                "line 3, column 55: rule: unexpected attribute family",
+                "line 4, column 3: rule: cannot split the arguments: No closing quotation",
+                "line 5, column 3: unexpected element <zone>",
+                "line 6, column 3: text directly inside <direct> is not allowed",
+                "line 7, column 28: chain: invalid table 'broute' for ipv4 (expected one of security, raw, mangle, nat, filter)",
+                "line 7, column 46: text inside <chain> is not allowed",
+                "line 8, column 58: element <chain> is not allowed inside <rule>",
+                "line 9, column 3: passthrough: missing attribute ipv",
+            ]
+        );
+        let entries: Vec<(usize, &Entry)> = lenient
+            .entries
+            .iter()
+            .map(|located| (located.line, &located.entry))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (2, &Entry::Chain(chain("ipv4", "nat", "A"))),
+                (
+                    10,
+                    &Entry::Rule(rule(
+                        "ipv6",
+                        "raw",
+                        "OUTPUT",
+                        -1,
+                        &["-j", "CT", "--notrack"]
+                    ))
+                ),
+            ]
+        );
+        assert_eq!(parse(text).unwrap_err(), lenient.problems[0]);
+    }
+
+    #[test]
+    fn lenient_parsing_stops_at_what_is_not_well_formed() {
+        let text = "<direct>\n  <chain ipv=\"ipv4\" table=\"nat\" chain=\"A\"/>\n  <rule ipv=\"ipv4\" table=\"bad\" chain=\"A\" priority=\"0\">-j X</rule>\n  <rule ipv=\"ipv4\" table=\"nat\" chain=\"A\" priority=\"0\">-j X</passthrough>\n  <chain ipv=\"ipv4\" table=\"nat\" chain=\"B\"/>\n</direct>\n";
+        let lenient = parse_lenient(text);
+        assert!(!lenient.complete);
+        let got: Vec<(usize, usize)> = lenient
+            .problems
+            .iter()
+            .map(|p| (p.line, p.column))
+            .collect();
+        assert_eq!(got, [(3, 27), (4, 59)]);
+        assert!(lenient.problems[1].message.contains("not well-formed"));
+        assert_eq!(lenient.entries.len(), 1);
     }
 
     #[test]

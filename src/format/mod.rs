@@ -1,6 +1,7 @@
 //! Text formats, each knowing nothing of the CLI or of how it is applied.
 
 pub mod dbus;
+pub mod direct_json;
 pub mod direct_xml;
 pub mod firewalld_conf;
 pub mod restore;

@@ -190,6 +190,18 @@ impl FirewalldSandbox {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// How many direct rules of ours firewalld lists, runtime or permanent.
+    pub fn count_our_rules(&self, permanent: bool) -> usize {
+        let mut args = vec!["--direct", "--get-all-rules"];
+        if permanent {
+            args.insert(0, "--permanent");
+        }
+        self.firewall_cmd_ok(&args)
+            .lines()
+            .filter(|l| l.contains("kuma/mesh/transparent/proxy") || l.contains("KUMA_MESH_"))
+            .count()
+    }
+
     /// The sandbox's direct.xml, or "" when there is none.
     pub fn direct_xml(&self) -> String {
         std::fs::read_to_string(self.direct_xml_path()).unwrap_or_default()
