@@ -49,7 +49,7 @@ fn main() {
         &[INSTALL, &["--disable-firewalld-rfc3964-ipv4"]].concat(),
     );
     let entries = world.path("entries.json");
-    run_ok(
+    run_ok_raw(
         &world,
         &["/usr/bin/python3", FLOOR, "dump", entries.to_str().unwrap()],
     );
