@@ -24,6 +24,8 @@ pub struct Firewalld {
     pub version: String,
     /// `nftables` or `iptables`.
     pub firewall_backend: String,
+    /// The `RFC3964_IPv4` property, when firewalld has it.
+    rfc3964_ipv4: Option<String>,
 }
 
 /// What is on the system bus.
@@ -43,30 +45,38 @@ pub fn find() -> Result<Presence> {
     if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
         return Ok(Presence::Absent);
     }
-    let firewalld = FirewallD::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()?;
-    let state = firewalld
-        .state()
+    let main = dbus::string_properties(&connection, dbus::PATH, dbus::SERVICE)
         .map_err(|e| failure("reading firewalld's state", &e))?;
+    let state = main.get("state").cloned().unwrap_or_default();
     if state != "RUNNING" {
         return Ok(Presence::NotRunning(state));
     }
-    let settings = Settings::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()?;
-    Ok(Presence::Running(Box::new(Firewalld {
-        version: firewalld.version().unwrap_or_default(),
-        firewall_backend: settings.firewall_backend().unwrap_or_default(),
-        runtime: RuntimeDirect::builder(&connection)
-            .cache_properties(CacheProperties::No)
-            .build()?,
-        permanent: PermanentDirect::builder(&connection)
-            .cache_properties(CacheProperties::No)
-            .build()?,
-        firewalld,
-        settings,
-    })))
+    let mut config = dbus::string_properties(
+        &connection,
+        dbus::CONFIG_PATH,
+        "org.fedoraproject.FirewallD1.config",
+    )
+    .map_err(|e| failure("reading firewalld's settings", &e))?;
+    let mut build = || -> zbus::Result<Firewalld> {
+        Ok(Firewalld {
+            firewalld: FirewallD::builder(&connection)
+                .cache_properties(CacheProperties::No)
+                .build()?,
+            runtime: RuntimeDirect::builder(&connection)
+                .cache_properties(CacheProperties::No)
+                .build()?,
+            permanent: PermanentDirect::builder(&connection)
+                .cache_properties(CacheProperties::No)
+                .build()?,
+            settings: Settings::builder(&connection)
+                .cache_properties(CacheProperties::No)
+                .build()?,
+            version: main.get("version").cloned().unwrap_or_default(),
+            firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
+            rfc3964_ipv4: config.remove("RFC3964_IPv4"),
+        })
+    };
+    Ok(Presence::Running(Box::new(build()?)))
 }
 
 /// An error naming what we were doing, firewalld's answer and, where we know it, the fix.
@@ -112,13 +122,13 @@ impl Firewalld {
             .map_err(|e| failure("writing firewalld's permanent direct rules", &e))
     }
 
-    /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (`yes` when unset).
-    pub fn rfc3964_ipv4(&self) -> Result<bool> {
-        let value = self
-            .settings
-            .rfc3964_ipv4()
-            .map_err(|e| failure("reading firewalld's RFC3964_IPv4 setting", &e))?;
-        Ok(!value.eq_ignore_ascii_case("no"))
+    /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (on when unset; off for
+    /// `no` or `false`).
+    pub fn rfc3964_ipv4(&self) -> bool {
+        !self
+            .rfc3964_ipv4
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("no") || v.eq_ignore_ascii_case("false"))
     }
 
     /// Sets `RFC3964_IPv4=no` in firewalld.conf and reloads, so firewalld stops rejecting

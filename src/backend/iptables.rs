@@ -12,13 +12,45 @@ use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PR
 pub struct IptablesBackend {
     families: Vec<Xtables>,
     options: RestoreOptions,
+    /// What the last converge changed: each family's tables as they were before, so
+    /// [`IptablesBackend::undo`] can put them back.
+    applied: Vec<Applied>,
+}
+
+struct Applied {
+    xtables: Xtables,
+    before: String,
+    tables: Vec<String>,
 }
 
 impl IptablesBackend {
     /// `families` should hold every family whose tables may contain our rules, so that an
     /// IPv4-only install also clears IPv6 rules of an earlier dual-stack one.
     pub fn new(families: Vec<Xtables>, options: RestoreOptions) -> Self {
-        Self { families, options }
+        Self {
+            families,
+            options,
+            applied: Vec::new(),
+        }
+    }
+
+    /// Puts back, newest first, the tables the last converge changed.
+    pub fn undo(&mut self) -> Result<()> {
+        let mut failures = Vec::new();
+        for applied in self.applied.drain(..).rev() {
+            let tables: Vec<&str> = applied.tables.iter().map(String::as_str).collect();
+            if let Err(e) = applied
+                .xtables
+                .put_back(&applied.before, &tables, &self.options)
+            {
+                failures.push(format!("{}: {e:#}", applied.xtables.family.label()));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", failures.join("; "))
+        }
     }
 
     /// The transactions that would bring each family to `desired`, without applying them.
@@ -46,30 +78,24 @@ impl Backend for IptablesBackend {
         let plans = self.plan(desired)?;
         // Each family's transaction is atomic. If a later family's fails, the families
         // applied before it are put back as they were saved, so all change or none.
-        let mut applied: Vec<(&Xtables, String, &str)> = Vec::new();
+        self.applied.clear();
         for (xtables, script) in &plans {
             let before = xtables.snapshot()?;
             if let Err(error) = xtables.restore(script, &self.options) {
-                let mut undo_failures = Vec::new();
-                for (done, before, script) in applied.iter().rev() {
-                    if let Err(e) = done.put_back(before, &tables_in(script), &self.options) {
-                        undo_failures.push(format!("{}: {e:#}", done.family.label()));
-                    }
-                }
-                let state = if undo_failures.is_empty() {
-                    "nothing was changed".to_string()
-                } else {
-                    format!(
-                        "putting back the other families failed: {}",
-                        undo_failures.join("; ")
-                    )
+                let state = match self.undo() {
+                    Ok(()) => "nothing was changed".to_string(),
+                    Err(e) => format!("putting back the other families failed: {e:#}"),
                 };
                 return Err(error.context(format!(
                     "{} rules were rejected; {state}",
                     xtables.family.label()
                 )));
             }
-            applied.push((xtables, before, script));
+            self.applied.push(Applied {
+                xtables: xtables.clone(),
+                before,
+                tables: tables_in(script).into_iter().map(String::from).collect(),
+            });
         }
         let mut summary = Vec::new();
         for xtables in &self.families {

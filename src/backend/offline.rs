@@ -1,13 +1,13 @@
 //! firewalld installed but stopped: our entries go into its `direct.xml` (which it applies
 //! when it starts, flushing iptables first) and, so they work now, into the kernel with the
-//! raw iptables backend. Both or neither: the file is restored if iptables fails.
+//! raw iptables backend. Both or neither: the kernel first, and it is put back if the file cannot be written.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
 use super::direct_file::{DirectFile, Loaded};
-use super::iptables::{plan_family, IptablesBackend};
+use super::iptables::IptablesBackend;
 use super::xtables::{RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::direct::{self, plan, Plan};
@@ -55,27 +55,6 @@ impl OfflineBackend {
             loaded,
         })
     }
-
-    /// `iptables-restore --test` of our rules, so a file firewalld would choke on at its
-    /// next start is never written.
-    fn check(&self, ruleset: &Ruleset) -> Result<()> {
-        for family in &ruleset.families {
-            let Some(xtables) = self.xtables.iter().find(|x| x.family == family.family) else {
-                continue;
-            };
-            if let Some(script) = plan_family(&[], Some(family)) {
-                xtables
-                    .test_restore(&script, &self.options)
-                    .with_context(|| {
-                        format!(
-                            "{} rules were rejected; nothing was written",
-                            family.family.label()
-                        )
-                    })?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Backend for OfflineBackend {
@@ -85,21 +64,21 @@ impl Backend for OfflineBackend {
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         let file_plan = self.plan_file(desired)?;
-        self.check(desired)?;
-        if let Some(text) = &file_plan.text {
-            self.file.write(text, file_plan.loaded.as_ref())?;
-        }
+        // The kernel first: applying the rules is the strictest check that firewalld will
+        // accept them at its next start, and it comes before anything permanent is written.
         let mut iptables = IptablesBackend::new(self.xtables.clone(), self.options);
-        let kernel = match iptables.converge(desired) {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                if file_plan.text.is_some() {
-                    self.restore_file(file_plan.loaded.as_ref())
-                        .context("putting direct.xml back after iptables failed also failed")?;
-                }
-                return Err(error.context("direct.xml was left as it was"));
+        let kernel = iptables
+            .converge(desired)
+            .context("direct.xml was left as it was")?;
+        if let Some(text) = &file_plan.text {
+            if let Err(error) = self.file.write(text, file_plan.loaded.as_ref()) {
+                let state = match iptables.undo() {
+                    Ok(()) => "the iptables rules were put back as they were".to_string(),
+                    Err(e) => format!("putting the iptables rules back failed too: {e:#}"),
+                };
+                return Err(error.context(state));
             }
-        };
+        }
         let mut summary = vec![format!(
             "{}: {}",
             self.file.path().display(),
@@ -110,15 +89,6 @@ impl Backend for OfflineBackend {
             changed: file_plan.text.is_some() || kernel.changed,
             summary,
         })
-    }
-}
-
-impl OfflineBackend {
-    fn restore_file(&self, previous: Option<&Loaded>) -> Result<()> {
-        match previous {
-            Some(loaded) => self.file.write(&loaded.text, None),
-            None => std::fs::remove_file(self.file.path()).map_err(Into::into),
-        }
     }
 }
 

@@ -268,6 +268,11 @@ impl Xtables {
     }
 }
 
+/// The mode of the iptables firewalld runs: it always uses /usr/sbin/iptables.
+pub fn firewalld_mode() -> Option<Mode> {
+    mode_of(Path::new("/usr/sbin/iptables"))
+}
+
 /// The `*table` … `COMMIT` section of an iptables-save text.
 fn table_section(save: &str, table: &str) -> Option<String> {
     let header = format!("*{table}");

@@ -4,12 +4,14 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::target::{self, Target};
-use super::{detect_xtables, notice, print_changes, print_file_plan, restore_options, BadInput};
+use super::{
+    detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
+};
 use crate::backend::direct_file::DirectFile;
 use crate::backend::firewalld::{Firewalld, FirewalldBackend};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
-use crate::backend::xtables::Xtables;
+use crate::backend::xtables::{self, Xtables};
 use crate::backend::Backend;
 use crate::cli::InstallArgs;
 use crate::config::{self, Config, IpFamilyMode, Sources};
@@ -55,14 +57,18 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
 
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
+    let mode = match target {
+        Target::Firewalld(_) => xtables::firewalld_mode(),
+        _ => None,
+    };
     let xtables = if read_only {
         if host::is_root() {
-            detect_xtables(&config.executables).unwrap_or_default()
+            detect_xtables_preferring(&config.executables, mode).unwrap_or_default()
         } else {
             Vec::new()
         }
     } else {
-        detect_xtables(&config.executables)?
+        detect_xtables_preferring(&config.executables, mode)?
     };
     let facts = gather_facts(&config, uid, &families, &xtables, read_only)?;
     let ruleset = ruleset::build(&config, &facts);
@@ -206,7 +212,7 @@ fn ipv6_allowed(
         return Ok(true);
     }
     let enabled = match target {
-        Target::Firewalld(firewalld) => firewalld.rfc3964_ipv4()?,
+        Target::Firewalld(firewalld) => firewalld.rfc3964_ipv4(),
         Target::Offline(dir) => offline::rfc3964_ipv4(dir)?,
         Target::Iptables => return Ok(true),
     };

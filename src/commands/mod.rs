@@ -13,7 +13,7 @@ use anyhow::Result;
 
 use crate::backend::firewalld::describe;
 use crate::backend::offline::OfflineBackend;
-use crate::backend::xtables::{RestoreOptions, Xtables};
+use crate::backend::xtables::{Mode, RestoreOptions, Xtables};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ExecutablePaths};
 use crate::direct::Plan;
@@ -51,7 +51,13 @@ fn notice(message: impl fmt::Display) {
 /// The iptables executables of each family: IPv4 must exist; IPv6 follows its mode and
 /// is skipped when missing.
 fn detect_xtables(paths: &ExecutablePaths) -> Result<Vec<Xtables>> {
-    let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), None)?;
+    detect_xtables_preferring(paths, None)
+}
+
+/// Like [`detect_xtables`], with the nft/legacy choice made beforehand: a running
+/// firewalld always uses the iptables its own path resolves to.
+fn detect_xtables_preferring(paths: &ExecutablePaths, mode: Option<Mode>) -> Result<Vec<Xtables>> {
+    let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), mode)?;
     let mode = ipv4.mode;
     let mut families = vec![ipv4];
     match Xtables::detect(Family::V6, paths.ipv6.as_ref(), Some(mode)) {

@@ -5,6 +5,7 @@
 //! other use for an async runtime; zbus 6 dropped the blocking API and would need us to
 //! carry `block_on` around every call for no gain.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use zbus::blocking::Connection;
@@ -34,12 +35,6 @@ pub type WireSettings = (Vec<WireChain>, Vec<WireRule>, Vec<WirePassthrough>);
 pub trait FirewallD1 {
     #[zbus(name = "reload")]
     fn reload(&self) -> zbus::Result<()>;
-
-    #[zbus(property, name = "state")]
-    fn state(&self) -> zbus::Result<String>;
-
-    #[zbus(property, name = "version")]
-    fn version(&self) -> zbus::Result<String>;
 }
 
 #[zbus::proxy(
@@ -107,11 +102,31 @@ pub trait PermanentDirect {
 )]
 pub trait Config {
     #[zbus(property, name = "RFC3964_IPv4")]
-    fn rfc3964_ipv4(&self) -> zbus::Result<String>;
-    #[zbus(property, name = "RFC3964_IPv4")]
     fn set_rfc3964_ipv4(&self, value: &str) -> zbus::Result<()>;
-    #[zbus(property, name = "FirewallBackend")]
-    fn firewall_backend(&self) -> zbus::Result<String>;
+}
+
+/// Where firewalld's main interface lives.
+pub const PATH: &str = "/org/fedoraproject/FirewallD1";
+/// Where its configuration interfaces live.
+pub const CONFIG_PATH: &str = "/org/fedoraproject/FirewallD1/config";
+
+/// Every string property of `interface` at `path`, in one `GetAll` round trip (firewalld
+/// answers each call from Python; one call instead of one per property).
+pub fn string_properties(
+    connection: &Connection,
+    path: &'static str,
+    interface: &'static str,
+) -> zbus::Result<HashMap<String, String>> {
+    let properties = zbus::blocking::fdo::PropertiesProxy::builder(connection)
+        .destination(SERVICE)?
+        .path(path)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()?;
+    let all = properties.get_all(zbus::names::InterfaceName::from_static_str(interface)?)?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(name, value)| String::try_from(value).ok().map(|v| (name, v)))
+        .collect())
 }
 
 /// True when someone owns firewalld's bus name.
