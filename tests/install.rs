@@ -473,3 +473,144 @@ fn ipv6_failing_after_ipv4_applied_puts_ipv4_back() {
         "IPv4 must be put back"
     );
 }
+
+/// The raw backend's matrix: the system's iptables (iptables-nft here) and a host that has
+/// only iptables-legacy.
+#[derive(Clone, Copy, Debug)]
+enum Xtables {
+    Nft,
+    LegacyOnly,
+}
+
+const XTABLES: [Xtables; 2] = [Xtables::Nft, Xtables::LegacyOnly];
+
+/// A sandbox for `cell`. For `LegacyOnly`, inside the sandbox's mount namespace only:
+/// /etc/alternatives points iptables, ip6tables and their -save/-restore at the legacy
+/// binaries, and xtables-nft-multi (behind every iptables-nft name) is not executable, as
+/// on a host without iptables-nft. `iptables-save` in a test then reads the legacy tables.
+fn xtables_sandbox(test: &str, cell: Xtables) -> Option<Sandbox> {
+    match cell {
+        Xtables::Nft => common::sandbox(test),
+        Xtables::LegacyOnly => {
+            let sandbox = common::sandbox_with(test, &["iptables-legacy", "ip6tables-legacy"])?;
+            let alternatives = sandbox.path("alternatives");
+            let copied = std::process::Command::new("cp")
+                .args(["-a", "/etc/alternatives/."])
+                .arg(&alternatives)
+                .status()
+                .unwrap();
+            assert!(copied.success());
+            for base in ["iptables", "ip6tables"] {
+                for suffix in ["", "-save", "-restore"] {
+                    let link = alternatives.join(format!("{base}{suffix}"));
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(format!("/usr/sbin/{base}-legacy{suffix}"), &link)
+                        .unwrap();
+                }
+            }
+            let nft_multi = std::fs::canonicalize("/usr/sbin/iptables-nft").ok();
+            let hidden = sandbox.path("not-executable");
+            std::fs::write(&hidden, "").unwrap();
+            sandbox.ok(&[
+                "mount",
+                "--bind",
+                alternatives.to_str().unwrap(),
+                "/etc/alternatives",
+            ]);
+            if let Some(nft_multi) = &nft_multi {
+                sandbox.ok(&[
+                    "mount",
+                    "--bind",
+                    hidden.to_str().unwrap(),
+                    nft_multi.to_str().unwrap(),
+                ]);
+            }
+            let version = sandbox.ok(&["iptables", "--version"]);
+            assert!(version.contains("legacy"), "{version}");
+            assert!(!sandbox.run(&["iptables-nft", "--version"]).status.success());
+            Some(sandbox)
+        }
+    }
+}
+
+/// What `install` says about the iptables it used, and that it used only that one.
+fn assert_used(sandbox: &Sandbox, cell: Xtables, stderr: &str) {
+    match cell {
+        Xtables::Nft => assert!(
+            !common::which("iptables-legacy-save")
+                || !sandbox.ok(&["iptables-legacy-save"]).contains("KUMA_MESH"),
+            "rules went to legacy too"
+        ),
+        Xtables::LegacyOnly => {
+            assert!(stderr.contains("iptables (legacy)"), "{stderr}");
+            let nft = sandbox.ok(&["nft", "list", "ruleset"]);
+            assert!(!nft.contains("KUMA_MESH"), "rules went to nft too:\n{nft}");
+        }
+    }
+}
+
+#[test]
+fn reference_sets_on_each_iptables() {
+    for cell in XTABLES {
+        for (set, flags) in [
+            ("default", &[][..]),
+            ("with-multiple-flags", MULTIPLE_FLAGS),
+        ] {
+            let Some(sandbox) = xtables_sandbox(&format!("reference_sets ({cell:?}, {set})"), cell)
+            else {
+                return;
+            };
+            let mut args = vec!["install", "--kuma-dp-user", "kuma-dp"];
+            args.extend_from_slice(flags);
+            let output = sandbox.tproxy(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{cell:?} {set}: {stderr}");
+            assert_used(&sandbox, cell, &stderr);
+            for (program, suffix) in [
+                ("iptables-save", "iptables"),
+                ("ip6tables-save", "ip6tables"),
+            ] {
+                assert_eq!(
+                    normalise_like_reference(&sandbox.ok(&[program])),
+                    common::expected(&format!("install/{set}.{suffix}")),
+                    "{cell:?} {set} {program}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn foreign_rules_stay_and_reinstall_is_idempotent_on_each_iptables() {
+    for cell in XTABLES {
+        let Some(sandbox) = xtables_sandbox(&format!("foreign_rules ({cell:?})"), cell) else {
+            return;
+        };
+        add_foreign_rules(&sandbox);
+        let save = || {
+            [
+                sandbox.save("iptables-save"),
+                sandbox.save("ip6tables-save"),
+            ]
+        };
+        let before = save();
+        let flags = [
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--redirect-dns",
+            "--exclude-inbound-ports",
+            "22",
+        ];
+        let output = sandbox.tproxy(&flags);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{cell:?}: {stderr}");
+        assert_used(&sandbox, cell, &stderr);
+        let first = save();
+        assert!(first[0].contains("KUMA_MESH_OUTBOUND") && first[0].contains("FOREIGN_NAT"));
+        sandbox.tproxy_ok(&flags);
+        assert_eq!(save(), first, "{cell:?}: a rerun changed the tables");
+        sandbox.tproxy_ok(&["uninstall"]);
+        assert_eq!(save(), before, "{cell:?}: uninstall");
+    }
+}

@@ -1,21 +1,158 @@
 //! A real firewalld for a test, inside the test's sandbox: its own dbus-daemon on a socket
 //! in the sandbox directory, firewalld with `--system-config` pointing at the sandbox's
 //! configuration directory. Both are killed when the value is dropped, also on failure.
+//!
+//! Tests run on a matrix of [`Flavor`]s ([`BACKENDS`]): the system's firewalld 1.3 and
+//! Debian trixie's firewalld 2.x unpacked by `scripts/fetch-firewalld2.sh` (found through
+//! `TPROXY_FIREWALLD2_ROOT`, else in `target/firewalld2/root`), each with FirewallBackend
+//! nftables and iptables. The 2.x tree runs under the system's Python with its own
+//! `dist-packages` first on `PYTHONPATH` and its own `--default-config`; everything else
+//! (python3-nftables, libnftables, python3-dbus, iptables) is the system's.
 
+use std::fmt;
 use std::ops::Deref;
-use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{sandbox_with, Sandbox};
 
-/// `nftables` or `iptables`: firewalld's FirewallBackend.
-pub const BACKENDS: [&str; 2] = ["nftables", "iptables"];
+/// A firewalld release line of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// The system package (Debian bookworm: 1.3.3).
+    V1,
+    /// Debian trixie's firewalld 2.x, unpacked (see the module documentation).
+    V2,
+}
+
+/// One cell of the firewalld matrix: a firewalld version and its FirewallBackend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flavor {
+    pub version: Version,
+    /// `nftables` or `iptables`: firewalld's FirewallBackend.
+    pub backend: &'static str,
+}
+
+impl Flavor {
+    pub const fn new(version: Version, backend: &'static str) -> Flavor {
+        Flavor { version, backend }
+    }
+
+    /// firewalld 2.x with the nftables backend leaves iptables alone until its direct
+    /// configuration stops being empty: the first runtime direct chain, rule or tracked
+    /// passthrough (or a start or reload with permanent direct entries) flushes every
+    /// iptables and ip6tables table once (firewalld commit b7faa74d, notes §3.5). 1.3, and
+    /// 2.x with the iptables backend, flush them at every start and reload instead.
+    pub fn flushes_iptables_at_first_direct_entry(&self) -> bool {
+        self.version == Version::V2 && self.backend == "nftables"
+    }
+
+    /// Lockdown exists in 1.x only (a no-op since 2.2.0, notes §2.5).
+    pub fn has_lockdown(&self) -> bool {
+        self.version == Version::V1
+    }
+
+    /// The whole cell, `firewalld 2.x nftables`.
+    pub fn label(&self) -> String {
+        let version = match self.version {
+            Version::V1 => "1.3",
+            Version::V2 => "2.x",
+        };
+        format!("firewalld {version} {}", self.backend)
+    }
+}
+
+/// The FirewallBackend alone, as firewalld and our messages name it (`nftables`); the
+/// harness prints [`Flavor::label`] when it starts a cell, so a failure names the version.
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.backend)
+    }
+}
+
+/// A FirewallBackend name alone means the system's firewalld (1.3).
+impl From<&str> for Flavor {
+    fn from(backend: &str) -> Flavor {
+        match backend {
+            "nftables" => Flavor::new(Version::V1, "nftables"),
+            "iptables" => Flavor::new(Version::V1, "iptables"),
+            other => panic!("unknown FirewallBackend {other:?}"),
+        }
+    }
+}
+
+/// Every cell of the firewalld matrix, the system's firewalld first. A 2.x cell is skipped
+/// (`with_firewalld` gives `None`) when no firewalld 2.x tree was fetched; under CI=true
+/// that fails the test instead.
+pub const BACKENDS: [Flavor; 4] = [
+    Flavor::new(Version::V1, "nftables"),
+    Flavor::new(Version::V1, "iptables"),
+    Flavor::new(Version::V2, "nftables"),
+    Flavor::new(Version::V2, "iptables"),
+];
+
+/// The environment variable naming the unpacked firewalld 2.x tree.
+pub const FIREWALLD2_ROOT_VAR: &str = "TPROXY_FIREWALLD2_ROOT";
+
+/// The unpacked firewalld 2.x tree: `$TPROXY_FIREWALLD2_ROOT` (which must then hold one),
+/// else `target/firewalld2/root` once `scripts/fetch-firewalld2.sh` completed it.
+pub fn firewalld2_root() -> Option<PathBuf> {
+    let usable = |root: &Path| {
+        root.join("usr/sbin/firewalld").is_file()
+            && root.join("usr/bin/firewall-cmd").is_file()
+            && root.join("usr/lib/firewalld").is_dir()
+            && root.join("usr/lib/python3/dist-packages/firewall").is_dir()
+    };
+    if let Some(root) = std::env::var_os(FIREWALLD2_ROOT_VAR).filter(|v| !v.is_empty()) {
+        let root = PathBuf::from(root);
+        assert!(
+            usable(&root),
+            "{FIREWALLD2_ROOT_VAR}={} holds no unpacked firewalld 2.x (scripts/fetch-firewalld2.sh makes one)",
+            root.display()
+        );
+        return Some(root);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/firewalld2/root");
+    (root.join(".complete").is_file() && usable(&root)).then_some(root)
+}
+
+/// How to run one flavor's programs.
+#[derive(Clone, Debug)]
+struct Programs {
+    firewalld: String,
+    firewall_cmd: String,
+    /// `--default-config` for firewalld 2.x (its own zones, services, ...).
+    default_config: Option<PathBuf>,
+    python_path: Option<PathBuf>,
+}
+
+impl Programs {
+    fn of(flavor: Flavor, root: Option<&Path>) -> Programs {
+        match (flavor.version, root) {
+            (Version::V2, Some(root)) => Programs {
+                firewalld: root.join("usr/sbin/firewalld").display().to_string(),
+                firewall_cmd: root.join("usr/bin/firewall-cmd").display().to_string(),
+                default_config: Some(root.join("usr/lib/firewalld")),
+                python_path: Some(root.join("usr/lib/python3/dist-packages")),
+            },
+            _ => Programs {
+                firewalld: "firewalld".to_string(),
+                firewall_cmd: "firewall-cmd".to_string(),
+                default_config: None,
+                python_path: None,
+            },
+        }
+    }
+}
 
 pub struct FirewalldSandbox {
     sandbox: Sandbox,
+    /// The matrix cell this firewalld is.
+    pub flavor: Flavor,
     /// `nftables` or `iptables`.
     pub firewall_backend: String,
+    programs: Programs,
     dbus: Child,
     daemon: Option<Child>,
 }
@@ -27,13 +164,45 @@ impl Deref for FirewalldSandbox {
     }
 }
 
-/// A sandbox running firewalld with `backend`, or `None` when the test cannot run here
-/// (under CI=true that is a failure instead).
-pub fn with_firewalld(test: &str, backend: &str) -> Option<FirewalldSandbox> {
-    let sandbox = sandbox_with(test, &["firewalld", "dbus-daemon", "firewall-cmd"])?;
+/// A sandbox running firewalld of `flavor` (a [`Flavor`], or a FirewallBackend name for the
+/// system's firewalld), or `None` when the test cannot run here (under CI=true that is a
+/// failure instead).
+pub fn with_firewalld(test: &str, flavor: impl Into<Flavor>) -> Option<FirewalldSandbox> {
+    let flavor = flavor.into();
+    let root = match flavor.version {
+        Version::V1 => None,
+        Version::V2 => match firewalld2_root() {
+            Some(root) => Some(root),
+            None if std::env::var("CI").as_deref() == Ok("true") => panic!(
+                "{test} ({}): needs firewalld 2.x: run scripts/fetch-firewalld2.sh (or set \
+                 {FIREWALLD2_ROOT_VAR}); CI must not skip it",
+                flavor.label()
+            ),
+            None => {
+                eprintln!(
+                    "SKIPPED {test} ({}): no firewalld 2.x here (scripts/fetch-firewalld2.sh fetches it)",
+                    flavor.label()
+                );
+                return None;
+            }
+        },
+    };
+    let tools: &[&str] = match flavor.version {
+        Version::V1 => &["firewalld", "dbus-daemon", "firewall-cmd"],
+        Version::V2 => &["dbus-daemon"],
+    };
+    let sandbox = sandbox_with(test, tools)?;
+    // Shown with the output of a failing test.
+    eprintln!("{test}: {}", flavor.label());
+    let backend = flavor.backend;
+    // bookworm's libnftables cannot give a table an owner, which 2.x asks for by default.
+    let owner = match flavor.version {
+        Version::V1 => "",
+        Version::V2 => "NftablesTableOwner=no\n",
+    };
     std::fs::write(
         sandbox.firewalld_dir().join("firewalld.conf"),
-        format!("DefaultZone=public\nFirewallBackend={backend}\n"),
+        format!("DefaultZone=public\nFirewallBackend={backend}\n{owner}"),
     )
     .unwrap();
     let bus_config = sandbox.path("bus.conf");
@@ -51,7 +220,9 @@ pub fn with_firewalld(test: &str, backend: &str) -> Option<FirewalldSandbox> {
         .expect("start dbus-daemon");
     let mut world = FirewalldSandbox {
         sandbox,
+        flavor,
         firewall_backend: backend.to_string(),
+        programs: Programs::of(flavor, root.as_deref()),
         dbus,
         daemon: None,
     };
@@ -112,16 +283,23 @@ impl FirewalldSandbox {
         assert!(self.daemon.is_none(), "firewalld already runs");
         let config = self.firewalld_dir();
         let log = self.path("firewalld.log");
+        let default_config = self
+            .programs
+            .default_config
+            .as_ref()
+            .map(|dir| dir.display().to_string());
+        let mut args = vec![self.programs.firewalld.as_str(), "--nofork", "--nopid"];
+        if let Some(dir) = &default_config {
+            args.extend(["--default-config", dir]);
+        }
+        args.extend([
+            "--system-config",
+            config.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ]);
         let child = self
-            .command(&[
-                "firewalld",
-                "--nofork",
-                "--nopid",
-                "--system-config",
-                config.to_str().unwrap(),
-                "--log-file",
-                log.to_str().unwrap(),
-            ])
+            .firewalld_command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -174,9 +352,26 @@ impl FirewalldSandbox {
     }
 
     pub fn firewall_cmd(&self, args: &[&str]) -> Output {
-        let mut full = vec!["firewall-cmd"];
+        let mut full = vec![self.programs.firewall_cmd.as_str()];
         full.extend_from_slice(args);
-        self.run(&full)
+        self.firewalld_command(&full)
+            .output()
+            .expect("run firewall-cmd")
+    }
+
+    /// A command inside the namespaces with this flavor's Python modules first on
+    /// `PYTHONPATH` (firewalld 2.x runs from its unpacked tree).
+    pub fn firewalld_command(&self, args: &[&str]) -> Command {
+        let mut command = self.command(args);
+        if let Some(path) = &self.programs.python_path {
+            command.env("PYTHONPATH", path);
+        }
+        command
+    }
+
+    /// The `firewall-cmd` of this flavor (a path for firewalld 2.x).
+    pub fn firewall_cmd_program(&self) -> &str {
+        &self.programs.firewall_cmd
     }
 
     pub fn firewall_cmd_ok(&self, args: &[&str]) -> String {
