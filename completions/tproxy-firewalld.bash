@@ -201,7 +201,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__install)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -339,7 +339,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__status)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --output --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --output --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

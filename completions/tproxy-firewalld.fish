@@ -77,6 +77,7 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand instal
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l verbose -d 'Long option names in printed rules, and more detail on stderr' -r -f -a "true\t''
 false\t''"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l accept-firewalld-iptables-flush -d 'On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools\' iptables rules'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-firewalld-rfc3964-ipv4 -d 'Set firewalld\'s RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
@@ -142,6 +143,7 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l output -r -f -a "text\t'For people'
 json\t'A stable JSON document, for scripts'"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l accept-firewalld-iptables-flush -d 'On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools\' iptables rules'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l disable-firewalld-rfc3964-ipv4 -d 'Set firewalld\'s RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand translate" -l ipv -d 'Family of input without ### IPv4 ### / ### IPv6 ### headers (iptables-save output)' -r -f -a "ipv4\t''

@@ -251,6 +251,10 @@ pub struct InstallArgs {
     #[command(flatten)]
     pub firewalld: FirewalldArgs,
 
+    /// On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools' iptables rules
+    #[arg(long)]
+    pub accept_firewalld_iptables_flush: bool,
+
     /// Set firewalld's RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only
     #[arg(long)]
     pub disable_firewalld_rfc3964_ipv4: bool,

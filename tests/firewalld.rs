@@ -523,3 +523,55 @@ fn without_firewalld_the_raw_backend_warns_that_nothing_persists() {
         .ok(&["iptables-save"])
         .contains("KUMA_MESH_OUTBOUND"));
 }
+
+#[test]
+fn other_tools_iptables_rules_are_never_flushed_silently() {
+    each_backend("foreign_iptables", |world| {
+        world.ok(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "veth0",
+            "-j",
+            "MASQUERADE",
+        ]);
+        world.ok(&[
+            "ip6tables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "8443",
+            "-j",
+            "ACCEPT",
+        ]);
+        let foreign = |world: &FirewalldSandbox| {
+            world.ok(&["iptables-save"]).contains("-j MASQUERADE")
+                && world.ok(&["ip6tables-save"]).contains("--dport 8443")
+        };
+        let output = world.tproxy(&["install", "--kuma-dp-user", "kuma-dp"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if world.flavor.flushes_iptables_at_first_direct_entry() {
+            // firewalld 2.x would flush them at our first entry: refused, nothing changed.
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains("--accept-firewalld-iptables-flush"),
+                "{stderr}"
+            );
+            assert!(foreign(world), "foreign rules must survive the refusal");
+            assert_eq!(world.count_our_rules(false), 0);
+            install(world, &["--accept-firewalld-iptables-flush"]);
+            assert!(world.count_our_rules(false) > 0);
+        } else {
+            assert!(output.status.success(), "{stderr}");
+            assert!(
+                foreign(world),
+                "installing must not touch other tools' rules"
+            );
+        }
+    });
+}

@@ -224,6 +224,8 @@ pub struct FirewalldPlan {
     /// Not storing, and the permanent configuration holds other entries of ours: they
     /// come back at the next reload.
     pub permanent_differs: bool,
+    /// firewalld's runtime has no direct entry at all yet.
+    runtime_was_empty: bool,
 }
 
 pub struct FirewalldBackend {
@@ -236,6 +238,8 @@ pub struct FirewalldBackend {
     /// Used to check every rule with `iptables-restore --test` before anything is written.
     checkers: Vec<Xtables>,
     options: RestoreOptions,
+    /// The operator accepts that firewalld 2.x flushes other tools' iptables rules.
+    flush_accepted: bool,
 }
 
 impl FirewalldBackend {
@@ -252,7 +256,62 @@ impl FirewalldBackend {
             file,
             checkers,
             options,
+            flush_accepted: false,
         }
+    }
+
+    /// Accept that firewalld 2.x (nftables backend) flushes iptables at our first entry.
+    pub fn accept_iptables_flush(mut self, accepted: bool) -> Self {
+        self.flush_accepted = accepted;
+        self
+    }
+
+    /// firewalld 2.x on its nftables backend leaves iptables alone until the first direct
+    /// entry appears at runtime, then flushes every iptables and ip6tables table once. If
+    /// our first entry would do that to rules of other tools (Docker, CNI, by hand), say so
+    /// and change nothing unless the operator accepted it.
+    fn refuse_foreign_flush(&self, plan: &FirewalldPlan) -> Result<()> {
+        let major = self
+            .firewalld
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        let flushes =
+            major.is_some_and(|m| m >= 2) && self.firewalld.firewall_backend == "nftables";
+        if !flushes
+            || !plan.runtime_was_empty
+            || plan.runtime.count(true) == 0
+            || self.flush_accepted
+        {
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        for xtables in &self.checkers {
+            let saved = crate::format::restore::parse_save(&xtables.snapshot()?)?;
+            for table in &saved {
+                let rules = table
+                    .rules
+                    .iter()
+                    .filter(|r| !super::iptables::is_owned_rule(&r.chain, r))
+                    .count();
+                if rules > 0 {
+                    found.push(format!(
+                        "{} {}: {rules}",
+                        xtables.family.label(),
+                        table.name
+                    ));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "firewalld {} flushes every iptables and ip6tables table when the first direct rule is added, and other tools have rules there ({}); they would be lost, so nothing was changed: move them into firewalld, or pass --accept-firewalld-iptables-flush",
+            self.firewalld.version,
+            found.join(", ")
+        )
     }
 
     pub fn firewalld(&self) -> &Firewalld {
@@ -281,6 +340,7 @@ impl FirewalldBackend {
         Ok(FirewalldPlan {
             runtime: plan(&runtime, &desired),
             permanent,
+            runtime_was_empty: runtime.is_empty(),
             permanent_differs: stored_elsewise
                 .is_some_and(|stored| !same_entries(&stored.owned(), &desired)),
             desired,
@@ -320,6 +380,7 @@ impl Backend for FirewalldBackend {
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         let plan = self.plan(desired)?;
+        self.refuse_foreign_flush(&plan)?;
         let writes =
             !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
         if writes {

@@ -1,5 +1,4 @@
 use std::io;
-use std::path::Path;
 
 use anyhow::{bail, Result};
 
@@ -37,7 +36,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     }
     let loaded = config::load(Sources {
         files: &args.config,
-        environment: std::env::vars().collect(),
+        environment: environment()?,
         flags: args.overlay(),
         stdin: &mut io::stdin().lock(),
     })
@@ -80,6 +79,28 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     })
 }
 
+/// The environment as text. `std::env::vars()` panics on a variable that is not UTF-8;
+/// such a variable is skipped unless it is one of ours (`KUMA_TRANSPARENT_PROXY_*`), which
+/// is bad input.
+fn environment() -> Result<Vec<(String, String)>, BadInput> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => vars.push((name, value)),
+            (name, _) => {
+                let name = name.unwrap_or_else(|n| n.to_string_lossy().into_owned());
+                if name.starts_with(config::sources::ENV_PREFIX) {
+                    return Err(BadInput(format!(
+                        "environment variable {}: not valid UTF-8",
+                        name.escape_debug()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(vars)
+}
+
 pub fn run(args: &InstallArgs) -> Result<()> {
     let Desired {
         config,
@@ -88,13 +109,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         xtables,
     } = prepare(args, false)?;
     match target {
-        Target::Firewalld(firewalld) => with_firewalld(
-            firewalld,
-            &args.firewalld.firewalld_config_dir,
-            &config,
-            xtables,
-            &desired,
-        ),
+        Target::Firewalld(firewalld) => with_firewalld(firewalld, args, &config, xtables, &desired),
         Target::Offline(dir) => {
             let mut backend = OfflineBackend::new(&dir, xtables, restore_options(&config));
             if config.dry_run {
@@ -135,7 +150,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
 
 fn with_firewalld(
     firewalld: Box<Firewalld>,
-    config_dir: &Path,
+    args: &InstallArgs,
     config: &Config,
     xtables: Vec<Xtables>,
     desired: &Ruleset,
@@ -144,10 +159,11 @@ fn with_firewalld(
     let mut backend = FirewalldBackend::new(
         firewalld,
         store,
-        DirectFile::in_dir(config_dir),
+        DirectFile::in_dir(&args.firewalld.firewalld_config_dir),
         xtables,
         restore_options(config),
-    );
+    )
+    .accept_iptables_flush(args.accept_firewalld_iptables_flush);
     if config.dry_run {
         let plan = match backend.plan(desired) {
             Ok(plan) => plan,
