@@ -9,8 +9,20 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            // One line: the cause chain joined, as the operator needs it.
-            eprintln!("tproxy-firewalld: error: {error:#}");
+            // One line: the cause chain joined, as the operator needs it. Control characters
+            // (a newline in a file name, a user name or a config value) are escaped, so that
+            // the message stays one line and cannot forge another.
+            let message: String = format!("{error:#}")
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("tproxy-firewalld: error: {message}");
             let code = if error.downcast_ref::<BadInput>().is_some() {
                 EXIT_BAD_INPUT
             } else {

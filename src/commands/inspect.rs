@@ -16,8 +16,9 @@
 //! file, larger than 16 MiB) is an error.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Read as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -500,9 +501,13 @@ fn from_file(args: &InspectArgs) -> Result<Inspection> {
 }
 
 /// The bytes of a regular file (a symbolic link is followed, as firewalld follows it), at
-/// most [`MAX_SIZE`].
+/// most [`MAX_SIZE`]. Opened without blocking, so that a FIFO is refused instead of waiting
+/// for a writer forever.
 fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
         return Err(io::Error::other("not a regular file"));

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{notice, BadInput};
-use crate::backend::direct_file::DirectFile;
+use crate::backend::direct_file::{DirectFile, MAX_SIZE};
 use crate::cli::{OutputFormat, TranslateArgs, TranslateIpv};
 use crate::direct::{self, DirectChain, DirectConfig, DirectRule};
 use crate::format::direct_json::JsonEntry;
@@ -30,6 +30,13 @@ const PRIORITY_STEP: i32 = 10;
 
 pub fn run(args: &TranslateArgs) -> Result<()> {
     let (name, text) = read_input(args.input.as_deref())?;
+    if let Some((line, c)) = first_non_xml_char(&text) {
+        return Err(BadInput(format!(
+            "{name}:{line}: character U+{:04X} cannot be written to direct.xml",
+            c as u32
+        ))
+        .into());
+    }
     let at_line = |e: RestoreParseError| BadInput(format!("{name}:{}: {}", e.line, e.message));
     let family = match args.ipv {
         TranslateIpv::Ipv4 => Family::V4,
@@ -83,28 +90,46 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// The input's name for messages (`stdin` or the path) and its text.
+/// The input's name for messages (`stdin` or the path) and its text, at most [`MAX_SIZE`]
+/// bytes (no direct.xml is larger; an endless input such as `/dev/zero` is refused instead
+/// of filling the memory).
 fn read_input(input: Option<&Path>) -> Result<(String, String)> {
     let Some(path) = input.filter(|p| p.as_os_str() != "-") else {
-        let mut bytes = Vec::new();
-        io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading stdin")?;
+        let bytes = read_at_most(io::stdin().lock()).context("reading stdin")?;
+        refuse_too_large("stdin", &bytes)?;
         let text = String::from_utf8(bytes)
             .map_err(|e| not_utf8("stdin", e.utf8_error().valid_up_to()))?;
         return Ok(("stdin".to_string(), text));
     };
     let name = path.display().to_string();
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
+    let bytes = match fs::File::open(path) {
+        Ok(file) => read_at_most(file).with_context(|| format!("reading {name}"))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(BadInput(format!("{name}: no such file")).into())
         }
         Err(e) => return Err(e).with_context(|| format!("reading {name}")),
     };
+    refuse_too_large(&name, &bytes)?;
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(&name, e.utf8_error().valid_up_to()))?;
     Ok((name, text))
+}
+
+/// At most one byte more than [`MAX_SIZE`] of `input`.
+fn read_at_most(input: impl io::Read) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input.take(MAX_SIZE + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn refuse_too_large(name: &str, bytes: &[u8]) -> Result<(), BadInput> {
+    if bytes.len() as u64 > MAX_SIZE {
+        return Err(BadInput(format!(
+            "{name} is larger than {} MiB; refusing to read it",
+            MAX_SIZE / 1024 / 1024
+        )));
+    }
+    Ok(())
 }
 
 fn not_utf8(name: &str, at: usize) -> anyhow::Error {
@@ -204,6 +229,15 @@ fn entries(tables: &[RestoreTable]) -> Result<DirectConfig, RestoreParseError> {
         }
     }
     Ok(config)
+}
+
+/// The line and character of the first character XML 1.0 cannot hold (a control
+/// character): a direct.xml with it could be read back neither by firewalld nor by us.
+fn first_non_xml_char(text: &str) -> Option<(usize, char)> {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| line.chars().find(|&c| !allowed(c)).map(|c| (i + 1, c)))
 }
 
 /// `document` with the translated entries merged in, as the offline writer merges

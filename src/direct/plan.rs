@@ -93,6 +93,8 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
     let have_rules: HashSet<&DirectRule> = ours.rules.iter().collect();
     let want_chains: HashSet<&DirectChain> = desired.chains.iter().collect();
     let want_rules: HashSet<&DirectRule> = desired.rules.iter().collect();
+    let have_passthroughs: HashSet<&Passthrough> = ours.passthroughs.iter().collect();
+    let want_passthroughs: HashSet<&Passthrough> = desired.passthroughs.iter().collect();
 
     let stale_rules: Vec<&DirectRule> = ours
         .rules
@@ -114,7 +116,11 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
     {
         changes.push(Change::RemoveRule((*rule).clone()));
     }
-    for passthrough in &ours.passthroughs {
+    for passthrough in ours
+        .passthroughs
+        .iter()
+        .filter(|p| !want_passthroughs.contains(p))
+    {
         changes.push(Change::RemovePassthrough(passthrough.clone()));
     }
     for rule in stale_rules
@@ -133,6 +139,13 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
     for rule in new_rules.iter().filter(|r| !is_owned_chain(&r.chain)) {
         changes.push(Change::AddRule((*rule).clone()));
     }
+    for passthrough in desired
+        .passthroughs
+        .iter()
+        .filter(|p| !have_passthroughs.contains(p))
+    {
+        changes.push(Change::AddPassthrough(passthrough.clone()));
+    }
     for chain in ours
         .chains
         .iter()
@@ -147,7 +160,12 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
         .iter()
         .filter(|c| want_chains.contains(c))
         .count()
-        + ours.rules.iter().filter(|r| want_rules.contains(r)).count();
+        + ours.rules.iter().filter(|r| want_rules.contains(r)).count()
+        + ours
+            .passthroughs
+            .iter()
+            .filter(|p| want_passthroughs.contains(p))
+            .count();
     Plan { changes, unchanged }
 }
 
