@@ -575,3 +575,81 @@ fn other_tools_iptables_rules_are_never_flushed_silently() {
         }
     });
 }
+
+#[test]
+fn lockdown_refusing_us_is_named_and_nothing_changes() {
+    each_backend("lockdown", |world| {
+        if !world.flavor.has_lockdown() {
+            return; // firewalld 2.2 removed lockdown
+        }
+        world.stop();
+        let conf = world.firewalld_dir().join("firewalld.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("Lockdown=yes\n");
+        std::fs::write(&conf, text).unwrap();
+        world.start();
+        let output = world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("lockdown"), "{stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("error:")).count(),
+            1,
+            "{stderr}"
+        );
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
+        assert!(!world.direct_xml_path().exists());
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+    });
+}
+
+#[test]
+fn a_caller_firewalld_does_not_authorise_is_told_what_to_do() {
+    each_backend("not_authorised", |world| {
+        // Without polkit on the bus, firewalld authorises uid 0 only.
+        let output = world
+            .command_as(
+                common::APP_UID,
+                &[common::BIN, "inspect", "--source", "runtime"],
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("not authorized"), "{stderr}");
+        assert!(stderr.contains("run as root"), "{stderr}");
+        // install says so before it asks firewalld anything.
+        let output = world
+            .command_as(
+                common::APP_UID,
+                &[common::BIN, "install", "--store-firewalld"],
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("needs root"), "{stderr}");
+        assert_eq!(world.count_our_rules(false), 0);
+    });
+}
+
+#[test]
+fn backend_firewalld_without_a_running_firewalld_changes_nothing() {
+    each_backend("not_running", |world| {
+        world.stop();
+        let output = world.tproxy(&[
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--backend",
+            "firewalld",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("systemctl start firewalld"), "{stderr}");
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+        assert!(!world.direct_xml_path().exists());
+        world.start();
+    });
+}
