@@ -165,7 +165,7 @@ fn main() {
             offline_install <= Duration::from_millis(50),
         ),
         target(
-            "… and ≥ 20× faster than firewall-offline-cmd (5c / 5a)",
+            "… and ≥ 20× faster than firewall-offline-cmd (one of its calls / 5a)",
             format!("{:.0}×", ratio(offline_cmd, offline_install)),
             ratio(offline_cmd, offline_install) >= 20.0,
         ),
@@ -246,15 +246,19 @@ fn offline_rows(world: &mut FirewalldSandbox) -> (Vec<Row>, [Duration; 3]) {
             ],
         )
     });
-    // firewall-offline-cmd changes one entry per call; the same change is one call per entry.
+    // firewall-offline-cmd changes one entry per call, so the same change takes one call per
+    // entry. Each call re-reads the 10,000 rules; all of them would take minutes, so a few
+    // are timed and the comparison uses a single call, which flatters firewall-offline-cmd.
     std::fs::write(&path, &xml).unwrap();
     let calls = offline_cmd_calls(world);
-    let started = Instant::now();
-    for call in &calls {
+    let sample = 3;
+    let mut one_call = Vec::new();
+    for call in calls.iter().take(sample) {
         let args: Vec<&str> = call.iter().map(String::as_str).collect();
-        run_ok_raw(world, &args);
+        one_call.push(time_cmd(world, &args));
     }
-    let offline_cmd = started.elapsed();
+    one_call.sort();
+    let offline_cmd = one_call[sample / 2];
     world.start();
     let rows = vec![
         row(
@@ -270,10 +274,14 @@ fn offline_rows(world: &mut FirewalldSandbox) -> (Vec<Row>, [Duration; 3]) {
             "",
         ),
         row(
-            "5c. the same change with `firewall-offline-cmd --direct` (one call per entry)",
+            "5c. `firewall-offline-cmd --direct --add-rule` on the same direct.xml: one call",
             offline_cmd,
-            1,
-            &format!("{} calls", calls.len()),
+            sample,
+            &format!(
+                "the same change needs {} such calls (≈ {:.0} s)",
+                calls.len(),
+                offline_cmd.as_secs_f64() * calls.len() as f64
+            ),
         ),
     ];
     (rows, [ours, ours_file, offline_cmd])
