@@ -11,4 +11,5 @@ pub mod config;
 pub mod direct;
 pub mod format;
 pub mod host;
+pub mod lock;
 pub mod ruleset;

@@ -13,6 +13,7 @@ use super::xtables::{RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
 use crate::format::dbus::{self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings};
+use crate::format::direct_xml;
 use crate::ruleset::Ruleset;
 
 /// A connection to a running firewalld and what it told us about itself.
@@ -405,6 +406,8 @@ impl Backend for FirewalldBackend {
                     return Err(error.context(state));
                 }
                 self.keep_file_layout(&plan)?;
+            } else {
+                self.recover_file_layout(&plan)?;
             }
         }
         self.verify(&plan)?;
@@ -435,6 +438,38 @@ impl FirewalldBackend {
                 .context("firewalld stored the rules; keeping direct.xml's own layout failed")?;
         }
         Ok(())
+    }
+
+    /// A run killed after firewalld's `update` but before [`Self::keep_file_layout`] leaves
+    /// direct.xml in firewalld's layout and the operator's file in direct.xml.old (firewalld
+    /// backs the file up before writing it); the permanent configuration is already as
+    /// desired, so no later run would call `keep_file_layout`. This finishes that run's work:
+    /// when direct.xml is exactly firewalld's rendering of its entries, direct.xml.old is not,
+    /// and direct.xml.old with our entries replaced holds the same entries as direct.xml, that
+    /// text becomes direct.xml (and direct.xml.old stays as it was). Only the layout changes.
+    fn recover_file_layout(&self, plan: &FirewalldPlan) -> Result<()> {
+        let Some(current) = &plan.file else {
+            return Ok(());
+        };
+        let config = current.document.config();
+        if current.text != direct_xml::render(&config) {
+            return Ok(());
+        }
+        let Ok(Some(old)) = DirectFile::at(&self.file.old_path()).load() else {
+            return Ok(());
+        };
+        if old.text == direct_xml::render(&old.document.config()) {
+            return Ok(());
+        }
+        let text = old.document.with_owned(&plan.desired);
+        let same = direct_xml::parse(&text).is_ok_and(|doc| same_entries(&doc.config(), &config));
+        if text == current.text || !same {
+            return Ok(());
+        }
+        self.file
+            .write(&text, Some(current))
+            .and_then(|()| self.file.write_old(&old.text))
+            .context("putting back direct.xml's own layout, lost by an interrupted run, failed")
     }
 
     /// Reads both targets back: our entries must be exactly the desired ones.

@@ -16,10 +16,13 @@ use crate::cli::InstallArgs;
 use crate::config::{self, Config, IpFamilyMode, Sources};
 use crate::format::{direct_xml, restore};
 use crate::host;
+use crate::lock::Lock;
 use crate::ruleset::{self, Family, FamilyFacts, Features, Ruleset};
 
 /// The rules `args` ask for and where they would go.
 pub(super) struct Desired {
+    /// Held until the run ends when it changes the firewall (crate::lock).
+    pub lock: Option<Lock>,
     pub config: Config,
     pub target: Target,
     pub ruleset: Ruleset,
@@ -50,6 +53,9 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
             "install changes the firewall and needs root (use --dry-run to only print the rules)"
         );
     }
+    // One run that changes the firewall at a time; taken before anything is read, so the
+    // plan is made from the state this run will change.
+    let lock = crate::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
     let target = target::choose(&args.firewalld, config.store_firewalld)?;
     let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);
@@ -72,6 +78,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let facts = gather_facts(&config, uid, &families, &xtables, read_only)?;
     let ruleset = ruleset::build(&config, &facts);
     Ok(Desired {
+        lock,
         config,
         target,
         ruleset,
@@ -103,6 +110,7 @@ fn environment() -> Result<Vec<(String, String)>, BadInput> {
 
 pub fn run(args: &InstallArgs) -> Result<()> {
     let Desired {
+        lock: _lock,
         config,
         target,
         ruleset: desired,

@@ -23,6 +23,8 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
     if !args.dry_run && !host::is_root() {
         bail!("uninstall changes the firewall and needs root (use --dry-run to see what it would remove)");
     }
+    // One run that changes the firewall at a time (crate::lock).
+    let _lock = crate::lock::for_changes(args.dry_run, &args.firewalld.firewalld_config_dir)?;
     let nothing = Ruleset::default();
     let target = target::choose(&args.firewalld, true)?;
     let (name, outcome) = match target {
