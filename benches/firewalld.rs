@@ -129,7 +129,7 @@ fn main() {
 
     let (offline, [offline_install, _, offline_cmd]) = offline_rows(&mut world);
     rows.extend(offline);
-    let firewalld_version = world.ok(&["firewalld", "--version"]).trim().to_string();
+    let firewalld_version = world.firewall_cmd_ok(&["--version"]).trim().to_string();
     drop(world);
     let (raw, [raw_install, plain_restore]) = raw_rows();
     rows.extend(raw);
