@@ -607,12 +607,10 @@ fn lockdown_refusing_us_is_named_and_nothing_changes() {
 #[test]
 fn a_caller_firewalld_does_not_authorise_is_told_what_to_do() {
     each_backend("not_authorised", |world| {
+        let bin = &world.copy_for_any_user(Path::new(common::BIN));
         // Without polkit on the bus, firewalld authorises uid 0 only.
         let output = world
-            .command_as(
-                common::APP_UID,
-                &[common::BIN, "inspect", "--source", "runtime"],
-            )
+            .command_as(common::APP_UID, &[bin, "inspect", "--source", "runtime"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -621,10 +619,7 @@ fn a_caller_firewalld_does_not_authorise_is_told_what_to_do() {
         assert!(stderr.contains("run as root"), "{stderr}");
         // install says so before it asks firewalld anything.
         let output = world
-            .command_as(
-                common::APP_UID,
-                &[common::BIN, "install", "--store-firewalld"],
-            )
+            .command_as(common::APP_UID, &[bin, "install", "--store-firewalld"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

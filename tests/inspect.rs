@@ -690,10 +690,12 @@ fn check_iptables_names_the_rule_iptables_rejects() {
     assert_eq!(json(&output)["problems"].as_array().unwrap().len(), 1);
 
     // Without root iptables cannot check anything: an error, not a problem of the file.
+    let bin = sandbox.copy_for_any_user(Path::new(BIN));
+    let readable = sandbox.copy_for_any_user(Path::new(fixture));
     let output = sandbox
         .command_as(
             common::APP_UID,
-            &[BIN, "inspect", "--check-iptables", "--file", fixture],
+            &[&bin, "inspect", "--check-iptables", "--file", &readable],
         )
         .output()
         .unwrap();

@@ -301,6 +301,17 @@ impl Sandbox {
         normalise_counters(&self.ok(&[program]))
     }
 
+    /// A copy of `file` in the sandbox directory that every user can read and run: the
+    /// build tree may sit under a directory only root can enter.
+    pub fn copy_for_any_user(&self, file: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let copy = self.path(&file.file_name().unwrap().to_string_lossy());
+        std::fs::copy(file, &copy).unwrap();
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy.to_str().unwrap().to_string()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
