@@ -379,21 +379,20 @@ fn replacing_keeps_the_mode_and_the_previous_file_as_old() {
 }
 
 #[test]
-fn the_backup_can_be_written_on_its_own() {
+fn a_write_can_leave_the_backup_alone() {
     let dir = tempfile::tempdir().unwrap();
     let file = DirectFile::in_dir(dir.path());
-    let current = fixture("firewalld-written.xml");
-    fs::write(file.path(), &current).unwrap();
+    fs::write(file.path(), fixture("firewalld-written.xml")).unwrap();
     set_mode(file.path(), 0o640);
     let old = dir.path().join("direct.xml.old");
-    fs::write(&old, "stale").unwrap();
+    let backup = fixture("foreign-mixed.xml");
+    fs::write(&old, &backup).unwrap();
 
-    let previous = fixture("foreign-mixed.xml");
-    file.write_old(&previous).unwrap();
-    assert_eq!(file.old_path(), old);
-    assert_eq!(fs::read_to_string(&old).unwrap(), previous);
-    assert_eq!(mode(&old), 0o640);
-    assert_eq!(fs::read_to_string(file.path()).unwrap(), current);
+    let new = fixture("firewalld-grouped.xml");
+    file.write_keeping_old(&new, None).unwrap();
+    assert_eq!(fs::read_to_string(file.path()).unwrap(), new);
+    assert_eq!(mode(file.path()), 0o640);
+    assert_eq!(fs::read_to_string(&old).unwrap(), backup);
     assert_eq!(
         listing(dir.path()),
         BTreeSet::from(["direct.xml".to_string(), "direct.xml.old".to_string()])

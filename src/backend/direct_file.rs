@@ -103,6 +103,16 @@ impl DirectFile {
     /// never written. Creates the directory with mode 0750 when it is missing. On error
     /// direct.xml is left as it was and no temporary file remains.
     pub fn write(&self, text: &str, previous: Option<&Loaded>) -> Result<()> {
+        self.replace_file(text, previous, true)
+    }
+
+    /// Like [`DirectFile::write`], but direct.xml.old is left as it is: after firewalld's
+    /// own `update` it already holds the operator's file, which is the backup to keep.
+    pub fn write_keeping_old(&self, text: &str, previous: Option<&Loaded>) -> Result<()> {
+        self.replace_file(text, previous, false)
+    }
+
+    fn replace_file(&self, text: &str, previous: Option<&Loaded>, backup: bool) -> Result<()> {
         let path = self.path.display();
         if let Err(e) = direct_xml::parse(text) {
             bail!("refusing to write {path}: the new text would be malformed: {e}");
@@ -129,9 +139,11 @@ impl DirectFile {
 
         match &current {
             Some((bytes, metadata)) => {
-                let old = self.old_path();
-                self.replace(&old, bytes, metadata.mode() & 0o7777, Some(metadata))
-                    .with_context(|| format!("backing up {path} to {}", old.display()))?;
+                if backup {
+                    let old = self.old_path();
+                    self.replace(&old, bytes, metadata.mode() & 0o7777, Some(metadata))
+                        .with_context(|| format!("backing up {path} to {}", old.display()))?;
+                }
                 self.replace(
                     &self.path,
                     text.as_bytes(),
@@ -145,28 +157,6 @@ impl DirectFile {
                     .with_context(|| format!("creating {path}"))?;
             }
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-        Ok(())
-    }
-
-    /// Replaces `direct.xml.old` with `text`, atomically, with the mode and owner of the
-    /// current direct.xml (0644 when there is none): for callers whose previous file was
-    /// already replaced by someone else (firewalld rewriting it) and who want the backup to
-    /// hold what the operator had.
-    pub fn write_old(&self, text: &str) -> Result<()> {
-        let old = self.old_path();
-        let current = match fs::symlink_metadata(&self.path) {
-            Ok(metadata) if metadata.is_file() => Some(metadata),
-            _ => None,
-        };
-        let mode = current
-            .as_ref()
-            .map_or(NEW_FILE_MODE, |m| m.mode() & 0o7777);
-        self.replace(&old, text.as_bytes(), mode, current.as_ref())
-            .with_context(|| format!("writing {}", old.display()))?;
-        let dir = self.dir();
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))?;

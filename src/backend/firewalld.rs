@@ -432,9 +432,10 @@ impl FirewalldBackend {
             return Ok(());
         };
         if let Some(text) = DirectFile::planned_text(Some(before), &plan.desired) {
+            // firewalld's update left the operator's file in direct.xml.old: keep it there, so
+            // a run killed at any point here can still find the layout (recover_file_layout).
             self.file
-                .write(&text, None)
-                .and_then(|()| self.file.write_old(&before.text))
+                .write_keeping_old(&text, None)
                 .context("firewalld stored the rules; keeping direct.xml's own layout failed")?;
         }
         Ok(())
@@ -467,8 +468,7 @@ impl FirewalldBackend {
             return Ok(());
         }
         self.file
-            .write(&text, Some(current))
-            .and_then(|()| self.file.write_old(&old.text))
+            .write_keeping_old(&text, Some(current))
             .context("putting back direct.xml's own layout, lost by an interrupted run, failed")
     }
 
