@@ -7,72 +7,10 @@ mod common;
 use std::path::Path;
 
 use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
-use common::{expected, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
+use common::{expected, ours, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
 
 /// Both families: firewalld's default RFC3964_IPv4=yes would restrict us to IPv4.
 const BOTH_FAMILIES: &str = "--disable-firewalld-rfc3964-ipv4";
-
-/// Our part of an iptables-save text, comparable across backends: tables sorted, our chains
-/// declared, rules grouped by chain (order within a chain kept), firewalld's `X_direct`
-/// chains read as `X`, output interfaces replaced as the reference files do.
-fn ours(save: &str, owned_only: bool) -> String {
-    // (table, our chains, (chain, rule spec) in save order)
-    type Table = (String, Vec<String>, Vec<(String, String)>);
-    let mut tables: Vec<Table> = Vec::new();
-    for line in save.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            tables.push((name.trim().to_string(), Vec::new(), Vec::new()));
-            continue;
-        }
-        let Some((_, chains, rules)) = tables.last_mut() else {
-            continue;
-        };
-        if let Some(chain) = line.strip_prefix(':') {
-            let name = chain.split(' ').next().unwrap();
-            if name.starts_with("KUMA_MESH_") {
-                chains.push(name.to_string());
-            }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let (chain, spec) = rule.split_once(' ').unwrap();
-            let owned = chain.starts_with("KUMA_MESH_")
-                || spec.contains("kuma/mesh/transparent/proxy")
-                || spec.contains("-j KUMA_MESH_");
-            if owned || !owned_only {
-                let chain = chain.strip_suffix("_direct").unwrap_or(chain);
-                rules.push((chain.to_string(), replace_out_interface(spec)));
-            }
-        }
-    }
-    tables.retain(|(_, _, rules)| !rules.is_empty());
-    tables.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
-    for (name, mut chains, rules) in tables {
-        chains.sort();
-        out.push_str(&format!("*{name}\n"));
-        for chain in chains {
-            out.push_str(&format!(":{chain}\n"));
-        }
-        let mut names: Vec<&String> = rules.iter().map(|(c, _)| c).collect();
-        names.sort();
-        names.dedup();
-        for chain in names {
-            for (_, spec) in rules.iter().filter(|(c, _)| c == chain) {
-                out.push_str(&format!("-A {chain} {spec}\n"));
-            }
-        }
-    }
-    out
-}
-
-fn replace_out_interface(spec: &str) -> String {
-    let mut words: Vec<&str> = spec.split(' ').collect();
-    for i in 0..words.len().saturating_sub(1) {
-        if words[i] == "-o" {
-            words[i + 1] = "ifPlaceholder";
-        }
-    }
-    words.join(" ")
-}
 
 /// The kernel holds exactly the rules the raw backend produces for `set` (both families).
 fn assert_kernel_matches(world: &FirewalldSandbox, set: &str, when: &str) {

@@ -393,3 +393,136 @@ pub fn assert_expected(name: &str, actual: &str) {
         "{name} differs:\n--- expected\n{want}\n--- actual\n{actual}"
     );
 }
+
+/// The flag sets of kumactl's dry-run tests; our outputs are tests/expected/dry-run/<name>.txt.
+pub const DRY_RUN_SETS: &[(&str, &[&str])] = &[
+    ("defaults", &["--kuma-dp-user", "root"]),
+    (
+        "dns",
+        &[
+            "--kuma-dp-user",
+            "0",
+            "--redirect-all-dns-traffic",
+            "--redirect-dns-port",
+            "12345",
+        ],
+    ),
+    (
+        "dns.no-conntrack",
+        &[
+            "--kuma-dp-user",
+            "0",
+            "--redirect-all-dns-traffic",
+            "--redirect-dns-port",
+            "12345",
+            "--skip-dns-conntrack-zone-split",
+        ],
+    ),
+    (
+        "overrides",
+        &[
+            "--kuma-dp-user",
+            "root",
+            "--redirect-outbound-port",
+            "12345",
+            "--redirect-inbound-port",
+            "12346",
+            "--exclude-outbound-ports",
+            "2000,2001",
+            "--exclude-inbound-ports",
+            "1000,1001",
+        ],
+    ),
+    (
+        "excludedports",
+        &[
+            "--kuma-dp-user",
+            "root",
+            "--exclude-outbound-ports-for-uids",
+            "tcp:1900,1902,1000-2000:106-108",
+            "--exclude-outbound-ports-for-uids",
+            "tcp:2900,2902,3000-5000:203",
+            "--exclude-outbound-ports-for-uids",
+            "udp:3900,3902,4000-6000:303",
+        ],
+    ),
+    (
+        "excludedports_wildcards",
+        &[
+            "--kuma-dp-user",
+            "root",
+            "--exclude-outbound-ports-for-uids",
+            "*:*:0",
+        ],
+    ),
+    (
+        "excludedports_allprotos",
+        &[
+            "--kuma-dp-user",
+            "root",
+            "--exclude-outbound-ports-for-uids",
+            "tcp:*:0",
+        ],
+    ),
+    (
+        "excludedports_onlyuid",
+        &[
+            "--kuma-dp-user",
+            "root",
+            "--exclude-outbound-ports-for-uids",
+            "123",
+        ],
+    ),
+];
+
+/// Our part of an iptables-save text, comparable across backends: tables sorted, our chains
+/// declared, rules grouped by chain (order within a chain kept), firewalld's `X_direct`
+/// chains read as `X`, output interfaces replaced as the reference files do.
+pub fn ours(save: &str, owned_only: bool) -> String {
+    // (table, our chains, (chain, rule spec) in save order)
+    type Table = (String, Vec<String>, Vec<(String, String)>);
+    let mut tables: Vec<Table> = Vec::new();
+    for line in save.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            tables.push((name.trim().to_string(), Vec::new(), Vec::new()));
+            continue;
+        }
+        let Some((_, chains, rules)) = tables.last_mut() else {
+            continue;
+        };
+        if let Some(chain) = line.strip_prefix(':') {
+            let name = chain.split(' ').next().unwrap();
+            if name.starts_with("KUMA_MESH_") {
+                chains.push(name.to_string());
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap();
+            let owned = chain.starts_with("KUMA_MESH_")
+                || spec.contains("kuma/mesh/transparent/proxy")
+                || spec.contains("-j KUMA_MESH_");
+            if owned || !owned_only {
+                let chain = chain.strip_suffix("_direct").unwrap_or(chain);
+                rules.push((chain.to_string(), replace_out_interface(spec)));
+            }
+        }
+    }
+    tables.retain(|(_, _, rules)| !rules.is_empty());
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (name, mut chains, rules) in tables {
+        chains.sort();
+        out.push_str(&format!("*{name}\n"));
+        for chain in chains {
+            out.push_str(&format!(":{chain}\n"));
+        }
+        let mut names: Vec<&String> = rules.iter().map(|(c, _)| c).collect();
+        names.sort();
+        names.dedup();
+        for chain in names {
+            for (_, spec) in rules.iter().filter(|(c, _)| c == chain) {
+                out.push_str(&format!("-A {chain} {spec}\n"));
+            }
+        }
+    }
+    out
+}
