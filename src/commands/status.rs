@@ -184,10 +184,7 @@ fn of_direct(config: &DirectConfig) -> Entries {
             .or_default() += 1;
     }
     for rule in &owned.rules {
-        let label = comment_of(&rule.args)
-            .map(|c| format!("{c:?}"))
-            .or_else(|| target_of(&rule.args).map(|t| format!("-j {t}")))
-            .unwrap_or_else(|| join_args(&rule.args));
+        let label = rule_label(&rule.args).unwrap_or_else(|| join_args(&rule.args));
         *entries
             .entry(format!(
                 "rule {} {} {} {label}",
@@ -196,6 +193,14 @@ fn of_direct(config: &DirectConfig) -> Entries {
             .or_default() += 1;
     }
     entries
+}
+
+/// A rule named by our comment (quoted), else by its jump target: the same for a direct
+/// rule's args and for a kernel rule split from iptables-save.
+fn rule_label(args: &[String]) -> Option<String> {
+    comment_of(args)
+        .map(|c| format!("{c:?}"))
+        .or_else(|| target_of(args).map(|t| format!("-j {t}")))
 }
 
 fn comment_of(args: &[String]) -> Option<&str> {
@@ -266,37 +271,13 @@ fn kernel_entries(xtables: &Xtables) -> Result<Entries> {
                 .strip_suffix("_direct")
                 .filter(|base| name.builtin_chains().contains(base))
                 .unwrap_or(&rule.chain);
-            let label = saved_comment(&rule.line)
-                .map(|c| format!("{c:?}"))
-                .or_else(|| rule.target().map(|t| format!("-j {t}")))
-                .unwrap_or_else(|| rule.line.clone());
+            // Split as iptables-restore would, then name it as a direct rule is named.
+            let args = restore::split_restore_args(&rule.line).unwrap_or_default();
+            let label = rule_label(&args).unwrap_or_else(|| rule.line.clone());
             *entries
                 .entry(format!("rule {ipv} {} {chain} {label}", table.name))
                 .or_default() += 1;
         }
     }
     Ok(entries)
-}
-
-/// Our comment in an iptables-save line (`--comment "kuma/…"` or `--comment kuma/…`),
-/// without the prefix.
-fn saved_comment(line: &str) -> Option<String> {
-    let rest = &line[line.find("--comment ")? + "--comment ".len()..];
-    let text = match rest.strip_prefix('"') {
-        Some(quoted) => {
-            let mut out = String::new();
-            let mut chars = quoted.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => out.extend(chars.next()),
-                    '"' => break,
-                    c => out.push(c),
-                }
-            }
-            out
-        }
-        None => rest.split(' ').next().unwrap_or_default().to_string(),
-    };
-    text.strip_prefix(COMMENT_PREFIX)
-        .map(|c| c.trim_start_matches('/').to_string())
 }
