@@ -459,6 +459,8 @@ pub struct ManualSections {
     pub files: &'static [(&'static str, &'static str)],
     /// (status, meaning)
     pub exit_status: &'static [(&'static str, &'static str)],
+    /// (variable, what it changes)
+    pub environment: &'static [(&'static str, &'static str)],
 }
 
 const FILES: &[(&str, &str)] = &[
@@ -473,6 +475,21 @@ const FILES: &[(&str, &str)] = &[
     (
         "/etc/firewalld/firewalld.conf",
         "read for RFC3964_IPv4 when firewalld is stopped",
+    ),
+];
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "the system bus to find firewalld on (default: unix:path=/run/dbus/system_bus_socket)",
+    ),
+    (
+        "TPROXY_FIREWALLD_LOCK_TIMEOUT",
+        "seconds install and uninstall wait for another run to finish (default 60; 0 fails at once)",
+    ),
+    (
+        "TPROXY_FIREWALLD_START_TIMEOUT",
+        "seconds to wait for a firewalld that owns its bus name but is still loading its configuration (default 60)",
     ),
 ];
 
@@ -507,6 +524,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ),
             ],
             files: FILES,
+            environment: ENVIRONMENT,
             exit_status: CHANGE_STATUS,
         },
         "uninstall" => ManualSections {
@@ -515,6 +533,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("tproxy-firewalld uninstall --dry-run", "Show what would be removed where."),
             ],
             files: FILES,
+            environment: ENVIRONMENT,
             exit_status: CHANGE_STATUS,
         },
         "inspect" => ManualSections {
@@ -523,6 +542,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("tproxy-firewalld inspect --source runtime --output json", "The running firewalld's direct configuration as JSON."),
             ],
             files: FILES,
+            environment: ENVIRONMENT,
             exit_status: &[
                 ("0", "the configuration is valid"),
                 ("1", "problems were found (or it could not be read)"),
@@ -535,6 +555,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("tproxy-firewalld status --kuma-dp-user kuma-dp --exclude-inbound-ports 22 --output json", "Compare with the rules these flags ask for."),
             ],
             files: FILES,
+            environment: ENVIRONMENT,
             exit_status: &[
                 ("0", "every view holds the desired rules"),
                 ("1", "failure while reading a view"),
@@ -548,6 +569,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("tproxy-firewalld translate --merge /etc/firewalld/direct.xml rules.txt", "Print direct.xml with the translated entries merged in; the file is not changed."),
             ],
             files: FILES,
+            environment: &[],
             exit_status: &[("0", "translated"), ("1", "failure reading a file"), ("2", "the input is not iptables-restore text")],
         },
         _ => ManualSections {
@@ -557,6 +579,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("tproxy-firewalld uninstall", "Remove every rule of ours, and nothing else."),
             ],
             files: FILES,
+            environment: ENVIRONMENT,
             exit_status: &[
                 ("0", "success"),
                 ("1", "failure while inspecting or changing the host (inspect: problems found)"),

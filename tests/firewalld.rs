@@ -586,3 +586,75 @@ fn backend_firewalld_without_a_running_firewalld_changes_nothing() {
         world.start();
     });
 }
+
+/// A direct.xml whose `count` foreign rules firewalld applies one `iptables` call each
+/// under `IndividualCalls=yes`: a start that takes seconds, as on a host with a large
+/// configuration.
+fn slow_start_config(world: &FirewalldSandbox, count: usize) -> Vec<u8> {
+    let conf = world.firewalld_dir().join("firewalld.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("IndividualCalls=yes\n");
+    std::fs::write(&conf, text).unwrap();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<direct>\n");
+    for port in 10000..10000 + count {
+        xml.push_str(&format!(
+            "  <rule ipv=\"ipv4\" table=\"filter\" chain=\"INPUT\" priority=\"0\">-p tcp --dport {port} -j ACCEPT</rule>\n"
+        ));
+    }
+    xml.push_str("</direct>\n");
+    std::fs::write(world.direct_xml_path(), &xml).unwrap();
+    xml.into_bytes()
+}
+
+fn install_while_starting(world: &FirewalldSandbox, timeout: &str) -> std::process::Output {
+    world
+        .command(&[
+            common::BIN,
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--store-firewalld",
+            BOTH_FAMILIES,
+        ])
+        .env("TPROXY_FIREWALLD_START_TIMEOUT", timeout)
+        .output()
+        .unwrap()
+}
+
+/// firewalld owns its bus name (systemd's "started") before it answers any call: a run in
+/// that window waits, saying so, or gives up after the timeout having changed nothing.
+#[test]
+fn a_starting_firewalld_is_waited_for_and_a_timeout_changes_nothing() {
+    each_backend("starting", |world| {
+        world.stop();
+        let foreign = slow_start_config(world, 500);
+
+        let started = std::time::Instant::now();
+        world.start_in_background();
+        let output = install_while_starting(world, "1");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        world.wait_for_state("running");
+        eprintln!(
+            "firewalld took {:.1} s to start",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("waiting up to 1 s"), "{stderr}");
+        assert!(
+            stderr.contains("firewalld is still starting after 1 s"),
+            "{stderr}"
+        );
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
+        assert_eq!(std::fs::read(world.direct_xml_path()).unwrap(), foreign);
+
+        world.stop();
+        world.start_in_background();
+        let output = install_while_starting(world, "120");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}\n{}", world.log());
+        assert!(stderr.contains("firewalld is starting"), "{stderr}");
+        assert_kernel_matches(world, "default", "after waiting for firewalld to start");
+        assert_eq!(world.count_our_rules(true), expected_rule_count("default"));
+    });
+}

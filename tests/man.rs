@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use tproxy_firewalld::cli::{manual_sections, Cli};
 
-/// The page clap_mangen renders, with our EXAMPLES, FILES and EXIT STATUS sections in place
+/// The page clap_mangen renders, with our EXAMPLES, FILES, EXIT STATUS and ENVIRONMENT sections in place
 /// of its EXTRA section (the `--help` epilogue).
 fn render(command: clap::Command, sections_of: &str) -> String {
     let man = clap_mangen::Man::new(command.clone()).section("8");
@@ -27,7 +27,11 @@ fn render(command: clap::Command, sections_of: &str) -> String {
         ("EXAMPLES", sections.examples),
         ("FILES", sections.files),
         ("EXIT STATUS", sections.exit_status),
+        ("ENVIRONMENT", sections.environment),
     ] {
+        if items.is_empty() {
+            continue;
+        }
         roff.push_str(&format!(".SH \"{title}\"\n"));
         for (term, text) in items {
             roff.push_str(&format!(

@@ -3,6 +3,10 @@
 //! into the permanent configuration with one `getSettings`/`update` round trip. A failed
 //! step undoes the steps before it, so firewalld ends as it was or as wanted.
 
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
@@ -11,6 +15,7 @@ use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
 use super::xtables::{RestoreOptions, Xtables};
 use super::{Backend, Outcome};
+use crate::commands::BadInput;
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
 use crate::format::dbus::{self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings};
 use crate::format::direct_xml;
@@ -46,8 +51,7 @@ pub fn find() -> Result<Presence> {
     if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
         return Ok(Presence::Absent);
     }
-    let main = dbus::string_properties(&connection, dbus::PATH, dbus::SERVICE)
-        .map_err(|e| failure("reading firewalld's state", &e))?;
+    let main = main_properties_once_started(&connection, start_timeout_from_env()?)?;
     let state = main.get("state").cloned().unwrap_or_default();
     if state != "RUNNING" {
         return Ok(Presence::NotRunning(state));
@@ -78,6 +82,64 @@ pub fn find() -> Result<Presence> {
         })
     };
     Ok(Presence::Running(Box::new(build()?)))
+}
+
+/// How long a run waits for a starting firewalld by default.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Overrides [`DEFAULT_START_TIMEOUT`]: a whole number of seconds.
+pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";
+/// How long firewalld may take to answer before we tell the operator we are waiting.
+const PATIENCE: Duration = Duration::from_secs(1);
+
+fn start_timeout_from_env() -> Result<Duration> {
+    let text = match std::env::var(START_TIMEOUT_ENV) {
+        Err(std::env::VarError::NotPresent) => return Ok(DEFAULT_START_TIMEOUT),
+        Ok(text) => text,
+        Err(std::env::VarError::NotUnicode(_)) => String::new(),
+    };
+    match text.trim().parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => bail!(BadInput(format!(
+            "{START_TIMEOUT_ENV}: '{}' is not a whole number of seconds",
+            text.escape_debug()
+        ))),
+    }
+}
+
+/// firewalld's main properties (`state`, `version`), waiting while it starts.
+///
+/// firewalld takes its bus name before it loads its configuration and answers no call until
+/// it has (state INIT, which therefore can never be read). systemd counts a `Type=dbus`
+/// service as started once it owns its name, so a unit ordered after firewalld.service can
+/// land in that window: there, we wait (saying so) instead of hanging silently or failing.
+fn main_properties_once_started(
+    connection: &Connection,
+    timeout: Duration,
+) -> Result<HashMap<String, String>> {
+    let (answer, answered) = mpsc::channel();
+    let asking = connection.clone();
+    // A blocking call cannot be given up on; the thread ends with the process if we do.
+    std::thread::spawn(move || {
+        let _ = answer.send(dbus::string_properties(&asking, dbus::PATH, dbus::SERVICE));
+    });
+    let answer = match answered.recv_timeout(PATIENCE) {
+        Ok(answer) => answer,
+        Err(_) => {
+            eprintln!(
+                "tproxy-firewalld: firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
+                timeout.as_secs()
+            );
+            answered
+                .recv_timeout(timeout.saturating_sub(PATIENCE))
+                .map_err(|_| {
+                    anyhow!(
+                        "firewalld is still starting after {} s (it answers no call); run again once `firewall-cmd --state` prints running, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed",
+                        timeout.as_secs()
+                    )
+                })?
+        }
+    };
+    answer.map_err(|e| failure("reading firewalld's state", &e))
 }
 
 /// An error naming what we were doing, firewalld's answer and, where we know it, the fix.

@@ -280,6 +280,32 @@ impl FirewalldSandbox {
     /// Starts firewalld and waits until `firewall-cmd --state` prints `state`
     /// (`running`, or `failed` for a configuration firewalld cannot apply).
     pub fn start_until(&mut self, wanted: &str) {
+        self.spawn_daemon();
+        self.wait_for_state(wanted);
+    }
+
+    /// Starts firewalld and returns as soon as it owns its bus name, which it takes before
+    /// it loads its configuration (state INIT) — the moment systemd counts it as started.
+    pub fn start_in_background(&mut self) {
+        self.spawn_daemon();
+        wait_for("firewalld's bus name", || {
+            let owner = self
+                .command(&[
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.fedoraproject.FirewallD1",
+                ])
+                .output()
+                .expect("run dbus-send");
+            String::from_utf8_lossy(&owner.stdout).contains("boolean true")
+        });
+    }
+
+    fn spawn_daemon(&mut self) {
         assert!(self.daemon.is_none(), "firewalld already runs");
         let config = self.firewalld_dir();
         let log = self.path("firewalld.log");
@@ -305,6 +331,10 @@ impl FirewalldSandbox {
             .spawn()
             .expect("start firewalld");
         self.daemon = Some(child);
+    }
+
+    /// Waits until `firewall-cmd --state` prints `wanted`.
+    pub fn wait_for_state(&self, wanted: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let state = self.firewall_cmd(&["--state"]);
