@@ -2,9 +2,9 @@
 //! transaction per family that removes what we own and adds what is desired, applies it
 //! and reads the tables back to verify.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::xtables::{RestoreOptions, Xtables};
+use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
 use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PREFIX};
@@ -76,30 +76,34 @@ impl Backend for IptablesBackend {
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         let plans = self.plan(desired)?;
-        // Each family's transaction is atomic. If a later family's fails, the families
-        // applied before it are put back as they were saved, so all change or none.
+        // Each family's transaction is atomic. If one fails, the families applied with it
+        // are put back as they were saved, so all change or none.
         self.applied.clear();
-        for (xtables, script) in &plans {
-            let before = xtables.snapshot()?;
-            if let Err(error) = xtables.restore(script, &self.options) {
-                let state = match self.undo() {
-                    Ok(()) => "nothing was changed".to_string(),
-                    Err(e) => format!("putting back the other families failed: {e:#}"),
-                };
-                return Err(error.context(format!(
-                    "{} rules were rejected; {state}",
-                    xtables.family.label()
-                )));
+        let mut rejected = None;
+        for ((xtables, script), applied) in plans.iter().zip(self.restore_all(&plans)) {
+            match applied {
+                Ok(before) => self.applied.push(Applied {
+                    xtables: xtables.clone(),
+                    before,
+                    tables: tables_in(script).into_iter().map(String::from).collect(),
+                }),
+                Err(error) => {
+                    rejected.get_or_insert((xtables.family, error));
+                }
             }
-            self.applied.push(Applied {
-                xtables: xtables.clone(),
-                before,
-                tables: tables_in(script).into_iter().map(String::from).collect(),
-            });
         }
+        if let Some((family, error)) = rejected {
+            let state = match self.undo() {
+                Ok(()) => "nothing was changed".to_string(),
+                Err(e) => format!("putting back the other families failed: {e:#}"),
+            };
+            return Err(error.context(format!("{} rules were rejected; {state}", family.label())));
+        }
+        // Read back, every family at once.
+        self.families.iter().for_each(Xtables::prefetch);
         let mut summary = Vec::new();
         for xtables in &self.families {
-            let saved = restore::parse_save(&xtables.save_all()?)?;
+            let saved = restore::parse_save(&xtables.snapshot()?)?;
             let wanted = desired.family(xtables.family);
             verify(&saved, wanted).with_context(|| {
                 format!(
@@ -114,6 +118,46 @@ impl Backend for IptablesBackend {
             changed: !plans.is_empty(),
             summary,
         })
+    }
+}
+
+impl IptablesBackend {
+    /// Applies each family's script; per family, the tables as they were before, or why it
+    /// failed. nf_tables families go side by side (each restore is a process; nf_tables
+    /// takes no lock and retries a commit that raced another). Legacy ones share the xtables
+    /// lock, so they go in turn and stop at the first failure (later ones are not tried).
+    fn restore_all(&self, plans: &[(Xtables, String)]) -> Vec<Result<String>> {
+        let apply = |(xtables, script): &(Xtables, String)| -> Result<String> {
+            let before = xtables.snapshot()?;
+            xtables.restore(script, &self.options)?;
+            Ok(before)
+        };
+        if plans.iter().all(|(x, _)| x.mode == Mode::Nft) {
+            return std::thread::scope(|scope| {
+                let running: Vec<_> = plans
+                    .iter()
+                    .map(|p| scope.spawn(move || apply(p)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|r| {
+                        r.join().unwrap_or_else(|_| {
+                            Err(anyhow!("iptables-restore failed unexpectedly"))
+                        })
+                    })
+                    .collect()
+            });
+        }
+        let mut results = Vec::new();
+        for plan in plans {
+            let result = apply(plan);
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
     }
 }
 

@@ -52,7 +52,16 @@ pub struct Xtables {
     pub restore: PathBuf,
     /// The last `iptables-save` output, until a restore changes the tables: detection,
     /// probing and planning read the same snapshot instead of running save again.
-    snapshot: Arc<Mutex<Option<String>>>,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+#[derive(Debug, Default)]
+enum Snapshot {
+    #[default]
+    Unread,
+    /// `iptables-save` is running on another thread.
+    Reading(thread::JoinHandle<Result<String>>),
+    Read(String),
 }
 
 const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
@@ -87,7 +96,11 @@ impl Xtables {
         match found.as_slice() {
             [] => bail!("no usable {base} executables found (install the iptables package)"),
             [only] => Ok(only.clone()),
-            [nft, legacy] => Ok(choose_between(nft, legacy).clone()),
+            [nft, legacy] => {
+                nft.prefetch();
+                legacy.prefetch();
+                Ok(choose_between(nft, legacy).clone())
+            }
             _ => unreachable!("at most two modes"),
         }
     }
@@ -105,26 +118,58 @@ impl Xtables {
 
     /// `iptables-save` of every table, read now.
     pub fn save_all(&self) -> Result<String> {
-        let text = host::run_checked(&self.save, &[], None)?;
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
-        Ok(text)
+        self.forget_snapshot();
+        self.snapshot()
+    }
+
+    /// Starts `iptables-save` on another thread unless the tables are read (or being read)
+    /// already; [`Self::snapshot`] waits for it. Each save is a process of its own, so the
+    /// families' saves can run side by side.
+    pub fn prefetch(&self) {
+        let mut snapshot = self.lock_snapshot();
+        if matches!(*snapshot, Snapshot::Unread) {
+            let xtables = self.clone();
+            *snapshot = Snapshot::Reading(thread::spawn(move || xtables.run_save()));
+        }
+    }
+
+    fn run_save(&self) -> Result<String> {
+        // Legacy iptables-save dumps the tables this file lists (in this network
+        // namespace); none listed, or no file, is an empty dump without starting it.
+        if self.mode == Mode::Legacy {
+            let names = match self.family {
+                Family::V4 => "/proc/net/ip_tables_names",
+                Family::V6 => "/proc/net/ip6_tables_names",
+            };
+            match std::fs::read_to_string(names) {
+                Ok(tables) if tables.trim().is_empty() => return Ok(String::new()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+                _ => {}
+            }
+        }
+        host::run_checked(&self.save, &[], None)
     }
 
     /// `iptables-save` of every table as last read, if nothing was restored since.
     pub fn snapshot(&self) -> Result<String> {
-        let cached = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match cached {
-            Some(text) => Ok(text),
-            None => self.save_all(),
-        }
+        let mut snapshot = self.lock_snapshot();
+        let text = match std::mem::take(&mut *snapshot) {
+            Snapshot::Read(text) => text,
+            Snapshot::Reading(reading) => reading
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("{} failed", self.save.display())))?,
+            Snapshot::Unread => self.run_save()?,
+        };
+        *snapshot = Snapshot::Read(text.clone());
+        Ok(text)
+    }
+
+    fn lock_snapshot(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn forget_snapshot(&self) {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.lock_snapshot() = Snapshot::Unread;
     }
 
     /// One table as last saved (`None` when the save did not list it).
