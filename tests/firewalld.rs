@@ -658,3 +658,45 @@ fn a_starting_firewalld_is_waited_for_and_a_timeout_changes_nothing() {
         assert_eq!(world.count_our_rules(true), expected_rule_count("default"));
     });
 }
+
+/// With nf_tables iptables the `iptables-restore --test` check runs beside the runtime
+/// calls; when it rejects a rule firewalld accepted, the runtime changes are undone.
+#[test]
+fn a_check_failing_after_runtime_calls_undoes_them() {
+    let Some(world) = with_firewalld("check_after_runtime", BACKENDS[0]) else {
+        return;
+    };
+    // An iptables-restore that rejects every --test (as for a rule only the permanent
+    // configuration would fail on) and otherwise is the real one.
+    let strict = world.path("strict-restore");
+    std::fs::write(
+        &strict,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && { echo 'iptables-restore: line 2 failed' >&2; exit 2; }; done\n\
+         exec iptables-nft-restore \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let executables = format!(
+        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{}",
+        strict.display()
+    );
+    let output = world.tproxy(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--store-firewalld",
+        "--iptables-executables",
+        &executables,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rejected by") && stderr.contains("undone, nothing is changed"),
+        "{stderr}"
+    );
+    assert_eq!(world.count_our_rules(false), 0);
+    assert_eq!(world.count_our_rules(true), 0);
+    assert!(!world.direct_xml_path().exists());
+    assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+}

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -13,7 +14,7 @@ use zbus::proxy::CacheProperties;
 
 use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
-use super::xtables::{RestoreOptions, Xtables};
+use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::commands::BadInput;
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
@@ -160,23 +161,60 @@ fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
     anyhow!("{step}: {failure}{hint}")
 }
 
+fn read_runtime(runtime: &RuntimeDirect) -> Result<DirectConfig> {
+    let read = || -> zbus::Result<DirectConfig> {
+        Ok(dbus::from_wire((
+            runtime.get_all_chains()?,
+            runtime.get_all_rules()?,
+            runtime.get_all_passthroughs()?,
+        )))
+    };
+    read().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+}
+
+fn read_permanent(permanent: &PermanentDirect) -> Result<DirectConfig> {
+    permanent
+        .get_settings()
+        .map(dbus::from_wire)
+        .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
+}
+
+/// firewalld's runtime and permanent direct configuration, being read on other threads.
+pub struct Reading {
+    runtime: JoinHandle<Result<DirectConfig>>,
+    permanent: JoinHandle<Result<DirectConfig>>,
+}
+
+impl Reading {
+    /// (runtime, permanent), once both answers are in.
+    fn wait(self) -> Result<(DirectConfig, DirectConfig)> {
+        let join = |reader: JoinHandle<Result<DirectConfig>>| {
+            reader
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("reading firewalld's direct rules failed")))
+        };
+        Ok((join(self.runtime)?, join(self.permanent)?))
+    }
+}
+
 impl Firewalld {
     pub fn runtime_config(&self) -> Result<DirectConfig> {
-        let read = || -> zbus::Result<DirectConfig> {
-            Ok(dbus::from_wire((
-                self.runtime.get_all_chains()?,
-                self.runtime.get_all_rules()?,
-                self.runtime.get_all_passthroughs()?,
-            )))
-        };
-        read().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+        read_runtime(&self.runtime)
     }
 
     pub fn permanent_config(&self) -> Result<DirectConfig> {
-        self.permanent
-            .get_settings()
-            .map(dbus::from_wire)
-            .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
+        read_permanent(&self.permanent)
+    }
+
+    /// Starts reading both configurations, so that probing iptables and building the rules
+    /// overlap firewalld's answers: each read is a round trip to firewalld's Python.
+    pub fn read_in_background(&self) -> Reading {
+        let runtime = self.runtime.clone();
+        let permanent = self.permanent.clone();
+        Reading {
+            runtime: std::thread::spawn(move || read_runtime(&runtime)),
+            permanent: std::thread::spawn(move || read_permanent(&permanent)),
+        }
     }
 
     fn update_permanent(&self, config: &DirectConfig) -> Result<()> {
@@ -303,6 +341,8 @@ pub struct FirewalldBackend {
     options: RestoreOptions,
     /// The operator accepts that firewalld 2.x flushes other tools' iptables rules.
     flush_accepted: bool,
+    /// Both configurations, read while the rules were built; the first plan uses them.
+    reading: Option<Reading>,
 }
 
 impl FirewalldBackend {
@@ -320,7 +360,14 @@ impl FirewalldBackend {
             checkers,
             options,
             flush_accepted: false,
+            reading: None,
         }
+    }
+
+    /// Plans from configurations [`Firewalld::read_in_background`] is reading.
+    pub fn with_reading(mut self, reading: Option<Reading>) -> Self {
+        self.reading = reading;
+        self
     }
 
     /// Accept that firewalld 2.x (nftables backend) flushes iptables at our first entry.
@@ -381,17 +428,23 @@ impl FirewalldBackend {
         &self.firewalld
     }
 
-    pub fn plan(&self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
-        let runtime = self.firewalld.runtime_config()?;
+    pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+        let (runtime, stored) = match self.reading.take() {
+            Some(reading) => reading.wait()?,
+            None => (
+                self.firewalld.runtime_config()?,
+                self.firewalld.permanent_config()?,
+            ),
+        };
         let mut file = None;
         let mut stored_elsewise = None;
         let permanent = if self.store {
             file = self.file.load().context(
                 "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
             )?;
-            Some(self.firewalld.permanent_config()?)
+            Some(stored)
         } else {
-            stored_elsewise = Some(self.firewalld.permanent_config()?);
+            stored_elsewise = Some(stored);
             None
         };
         // Priorities follow the stored rules when storing, so both targets agree.
@@ -413,24 +466,87 @@ impl FirewalldBackend {
 
     /// `iptables-restore --test` of our rules for each family, as firewalld will apply them.
     fn check(&self, ruleset: &Ruleset) -> Result<()> {
-        for family in &ruleset.families {
-            let Some(checker) = self.checkers.iter().find(|x| x.family == family.family) else {
-                continue;
-            };
-            if let Some(script) = plan_family(&[], Some(family)) {
-                checker
-                    .test_restore(&script, &self.options)
-                    .with_context(|| {
-                        format!(
-                            "{} rules were rejected by {}; nothing was written to firewalld",
-                            family.family.label(),
-                            checker.restore.display()
-                        )
-                    })?;
-            }
+        let checks: Vec<(&Xtables, String)> = ruleset
+            .families
+            .iter()
+            .filter_map(|family| {
+                let checker = self.checkers.iter().find(|x| x.family == family.family)?;
+                Some((checker, plan_family(&[], Some(family))?))
+            })
+            .collect();
+        let run = |(checker, script): &(&Xtables, String)| {
+            checker
+                .test_restore(script, &self.options)
+                .with_context(|| {
+                    format!(
+                        "{} rules were rejected by {}",
+                        checker.family.label(),
+                        checker.restore.display()
+                    )
+                })
+        };
+        if !self.checks_take_no_lock() {
+            return checks.iter().try_for_each(run);
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            let running: Vec<_> = checks.iter().map(|c| scope.spawn(move || run(c))).collect();
+            running.into_iter().try_for_each(joined)
+        })
     }
+
+    /// nf_tables iptables takes no xtables lock; legacy checks could collide with the
+    /// `iptables-restore` firewalld runs for each runtime call (when --wait is 0).
+    fn checks_take_no_lock(&self) -> bool {
+        self.checkers.iter().all(|x| x.mode == Mode::Nft)
+    }
+
+    /// Checks the rules and applies the runtime changes; returns the changes made.
+    ///
+    /// The check guards the permanent configuration, which firewalld loads only at its next
+    /// start: a rule iptables rejects would leave it FAILED then. At runtime firewalld applies
+    /// each entry with iptables itself and refuses what iptables rejects. So, when the check
+    /// takes no lock, it runs beside the runtime calls (they are undone if it fails) and
+    /// passes before `update` is called.
+    fn check_and_apply_runtime<'a>(
+        &self,
+        plan: &'a FirewalldPlan,
+        desired: &Ruleset,
+    ) -> Result<Vec<&'a Change>> {
+        if !self.checks_take_no_lock() {
+            self.check(desired)
+                .context("nothing was written to firewalld")?;
+            return self.firewalld.apply_runtime(&plan.runtime.changes);
+        }
+        let (checked, applied) = std::thread::scope(|scope| {
+            let check = scope.spawn(|| self.check(desired));
+            let applied = self.firewalld.apply_runtime(&plan.runtime.changes);
+            (joined(check), applied)
+        });
+        match (checked, applied) {
+            (Ok(()), applied) => applied,
+            (Err(rejected), Ok(done)) => {
+                let undo_failures = self.firewalld.undo(&done);
+                let state = if undo_failures.is_empty() {
+                    "the runtime changes made meanwhile were undone, nothing is changed".to_string()
+                } else {
+                    format!(
+                        "undoing the runtime changes made meanwhile failed ({}); run uninstall",
+                        undo_failures.join("; ")
+                    )
+                };
+                Err(rejected.context(state))
+            }
+            // firewalld refused a rule too, and undid what came before it.
+            (Err(rejected), Err(refused)) => Err(rejected.context(format!("{refused:#}"))),
+        }
+    }
+}
+
+/// A scoped thread's result; a panic (never expected) becomes an error.
+fn joined(thread: std::thread::ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("checking the rules failed unexpectedly")))
 }
 
 impl Backend for FirewalldBackend {
@@ -446,13 +562,14 @@ impl Backend for FirewalldBackend {
         self.refuse_foreign_flush(&plan)?;
         let writes =
             !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
-        if writes {
-            self.check(desired)?;
-        }
         if plan.permanent_differs {
             eprintln!("tproxy-firewalld: firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
-        let done = self.firewalld.apply_runtime(&plan.runtime.changes)?;
+        let done = if writes {
+            self.check_and_apply_runtime(&plan, desired)?
+        } else {
+            Vec::new()
+        };
         if let Some((permanent, settings)) = &plan.permanent {
             if !permanent.is_empty() {
                 if let Err(error) = self.firewalld.update_permanent(settings) {
@@ -472,7 +589,10 @@ impl Backend for FirewalldBackend {
                 self.recover_file_layout(&plan)?;
             }
         }
-        self.verify(&plan)?;
+        // Without writes the plan was made from what was just read: nothing to read back.
+        if writes {
+            self.verify(&plan)?;
+        }
         let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];
         if let Some((permanent, _)) = &plan.permanent {
             summary.push(format!("permanent: {}", describe(permanent)));

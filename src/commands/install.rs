@@ -7,7 +7,7 @@ use super::{
     detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
 };
 use crate::backend::direct_file::DirectFile;
-use crate::backend::firewalld::{Firewalld, FirewalldBackend};
+use crate::backend::firewalld::{Firewalld, FirewalldBackend, Reading};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::{self, Xtables};
@@ -27,6 +27,8 @@ pub(super) struct Desired {
     pub target: Target,
     pub ruleset: Ruleset,
     pub xtables: Vec<Xtables>,
+    /// firewalld's configurations, being read while the rules were built (install only).
+    pub reading: Option<Reading>,
 }
 
 /// Loads the configuration and builds the rules as install does. `read_only` (status, and
@@ -46,6 +48,8 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     .map_err(|e| BadInput(e.to_string()))?;
     loaded.warnings.iter().for_each(notice);
     let config = loaded.config;
+    // Status only compares; install, dry run or not, plans against firewalld's state.
+    let plans = !read_only;
     let read_only = read_only || config.dry_run;
     let uid = host::resolve_kuma_dp_uid(config.kuma_dp_user.as_deref()).map_err(BadInput)?;
     if !read_only && !host::is_root() {
@@ -59,6 +63,11 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let target = target::choose(&args.firewalld, config.store_firewalld)?;
     let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);
+    // After any reload above; firewalld answers while iptables is probed below.
+    let reading = match &target {
+        Target::Firewalld(firewalld) if plans => Some(firewalld.read_in_background()),
+        _ => None,
+    };
 
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
@@ -83,6 +92,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         target,
         ruleset,
         xtables,
+        reading,
     })
 }
 
@@ -115,9 +125,12 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         target,
         ruleset: desired,
         xtables,
+        reading,
     } = prepare(args, false)?;
     match target {
-        Target::Firewalld(firewalld) => with_firewalld(firewalld, args, &config, xtables, &desired),
+        Target::Firewalld(firewalld) => {
+            with_firewalld(firewalld, reading, args, &config, xtables, &desired)
+        }
         Target::Offline(dir) => {
             let mut backend = OfflineBackend::new(&dir, xtables, restore_options(&config));
             if config.dry_run {
@@ -158,6 +171,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
 
 fn with_firewalld(
     firewalld: Box<Firewalld>,
+    reading: Option<Reading>,
     args: &InstallArgs,
     config: &Config,
     xtables: Vec<Xtables>,
@@ -171,7 +185,8 @@ fn with_firewalld(
         xtables,
         restore_options(config),
     )
-    .accept_iptables_flush(args.accept_firewalld_iptables_flush);
+    .accept_iptables_flush(args.accept_firewalld_iptables_flush)
+    .with_reading(reading);
     if config.dry_run {
         let plan = match backend.plan(desired) {
             Ok(plan) => plan,
