@@ -93,6 +93,7 @@ fn bad_flags_configs_and_users_change_nothing() {
         ("--exclude-outbound-ports-for-uids", "3000-5000:1:*"),
         ("--exclude-outbound-ports-for-uids", "3000-5000:1:1,2,3"),
         ("--exclude-outbound-ports-for-uids", "tcp,http:1:1"),
+        ("--exclude-outbound-ports-for-uids", "22:4294967295"),
         ("--kuma-dp-user", "0 -j ACCEPT"),
         ("--ip-family-mode", "ipv6"),
         ("--sleep-between-retries", "soon"),

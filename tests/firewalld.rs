@@ -300,24 +300,63 @@ fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
     });
 }
 
+/// An `iptables-restore` that rejects every `--test` (as it would a rule only the permanent
+/// configuration would fail on: firewalld itself accepts the rules at runtime) and
+/// otherwise is the real `iptables-<mode>-restore`.
+fn strict_restore(world: &FirewalldSandbox, mode: &str) -> String {
+    let strict = world.path(&format!("strict-{mode}-restore"));
+    std::fs::write(
+        &strict,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && {{ echo 'iptables-restore: line 2 failed' >&2; exit 2; }}; done\n\
+             exec iptables-{mode}-restore \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "iptables:/usr/sbin/iptables-{mode},iptables-save:/usr/sbin/iptables-{mode}-save,iptables-restore:{}",
+        strict.display()
+    )
+}
+
+/// The never-brick check: a rule `iptables-restore --test` rejects ends nowhere. With
+/// nf_tables iptables the check runs beside the runtime calls, which are undone; with
+/// legacy iptables it runs before anything is written.
 #[test]
 fn a_rule_iptables_rejects_writes_nothing_anywhere() {
     each_backend("rejected_rule", |world| {
-        let output = world.tproxy(&[
-            "install",
-            "--kuma-dp-user",
-            "kuma-dp",
-            "--store-firewalld",
-            "--exclude-outbound-ports-for-uids",
-            "22:4294967295",
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("rejected"), "{stderr}");
-        assert_eq!(world.count_our_rules(false), 0);
-        assert_eq!(world.count_our_rules(true), 0);
-        assert!(!world.direct_xml_path().exists());
-        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
+        for (mode, state) in [
+            (
+                "nft",
+                "the runtime changes made meanwhile were undone, nothing is changed",
+            ),
+            ("legacy", "nothing was written to firewalld"),
+        ] {
+            let executables = strict_restore(world, mode);
+            let output = world.tproxy(&[
+                "install",
+                "--kuma-dp-user",
+                "kuma-dp",
+                "--store-firewalld",
+                "--iptables-executables",
+                &executables,
+            ]);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{mode}: {stderr}");
+            assert!(
+                stderr.contains("rules were rejected by") && stderr.contains(state),
+                "{mode}: {stderr}"
+            );
+            assert_eq!(world.count_our_rules(false), 0, "{mode}");
+            assert_eq!(world.count_our_rules(true), 0, "{mode}");
+            assert!(!world.direct_xml_path().exists(), "{mode}");
+            assert!(
+                !world.ok(&["iptables-save"]).contains("KUMA_MESH"),
+                "{mode}"
+            );
+        }
     });
 }
 
@@ -657,46 +696,4 @@ fn a_starting_firewalld_is_waited_for_and_a_timeout_changes_nothing() {
         assert_kernel_matches(world, "default", "after waiting for firewalld to start");
         assert_eq!(world.count_our_rules(true), expected_rule_count("default"));
     });
-}
-
-/// With nf_tables iptables the `iptables-restore --test` check runs beside the runtime
-/// calls; when it rejects a rule firewalld accepted, the runtime changes are undone.
-#[test]
-fn a_check_failing_after_runtime_calls_undoes_them() {
-    let Some(world) = with_firewalld("check_after_runtime", BACKENDS[0]) else {
-        return;
-    };
-    // An iptables-restore that rejects every --test (as for a rule only the permanent
-    // configuration would fail on) and otherwise is the real one.
-    let strict = world.path("strict-restore");
-    std::fs::write(
-        &strict,
-        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && { echo 'iptables-restore: line 2 failed' >&2; exit 2; }; done\n\
-         exec iptables-nft-restore \"$@\"\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let executables = format!(
-        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{}",
-        strict.display()
-    );
-    let output = world.tproxy(&[
-        "install",
-        "--kuma-dp-user",
-        "kuma-dp",
-        "--store-firewalld",
-        "--iptables-executables",
-        &executables,
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("rejected by") && stderr.contains("undone, nothing is changed"),
-        "{stderr}"
-    );
-    assert_eq!(world.count_our_rules(false), 0);
-    assert_eq!(world.count_our_rules(true), 0);
-    assert!(!world.direct_xml_path().exists());
-    assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
 }

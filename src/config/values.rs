@@ -119,8 +119,11 @@ pub fn parse_uid_exclusion(text: &str) -> Result<Vec<UidExclusion>, String> {
             "'{text}': UIDs must be a single value or a range, not a list"
         ));
     }
-    let uids = parse_ranges(uids, "UID", |v| v.parse::<u32>().is_ok())
-        .map_err(|e| format!("'{text}': {e}"))?;
+    // 4294967295 is (uid_t)-1, "no UID" to the kernel: iptables' owner match rejects it.
+    let uids = parse_ranges(uids, "UID", |v| {
+        v.parse::<u32>().is_ok_and(|u| u != u32::MAX)
+    })
+    .map_err(|e| format!("'{text}': {e} (UIDs are 0 to 4294967294)"))?;
     let ports = if ports == "*" || ports.is_empty() {
         "1:65535".to_string()
     } else {
@@ -303,6 +306,8 @@ mod tests {
             "tcp,http:1:1",
             "1:2:3:4",
             "tcp:5000-3000:1",
+            "22:4294967295",
+            "0-4294967295",
         ] {
             assert!(
                 parse_uid_exclusion(bad).is_err(),
