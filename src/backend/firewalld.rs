@@ -52,17 +52,25 @@ pub fn find() -> Result<Presence> {
     if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
         return Ok(Presence::Absent);
     }
-    let main = main_properties_once_started(&connection, start_timeout_from_env()?)?;
+    let timeout = start_timeout_from_env()?;
+    // Asked at once: the answer is needed as soon as firewalld turns out to be running.
+    let asking = connection.clone();
+    let settings = std::thread::spawn(move || {
+        dbus::string_properties(
+            &asking,
+            dbus::CONFIG_PATH,
+            "org.fedoraproject.FirewallD1.config",
+        )
+    });
+    let main = main_properties_once_started(&connection, timeout)?;
     let state = main.get("state").cloned().unwrap_or_default();
     if state != "RUNNING" {
         return Ok(Presence::NotRunning(state));
     }
-    let mut config = dbus::string_properties(
-        &connection,
-        dbus::CONFIG_PATH,
-        "org.fedoraproject.FirewallD1.config",
-    )
-    .map_err(|e| failure("reading firewalld's settings", &e))?;
+    let mut config = settings
+        .join()
+        .map_err(|_| anyhow!("reading firewalld's settings failed"))?
+        .map_err(|e| failure("reading firewalld's settings", &e))?;
     let mut build = || -> zbus::Result<Firewalld> {
         Ok(Firewalld {
             firewalld: FirewallD::builder(&connection)
@@ -657,10 +665,11 @@ impl FirewalldBackend {
     /// Reads both targets back: our entries must be exactly the desired ones.
     fn verify(&self, plan: &FirewalldPlan) -> Result<()> {
         let same = |have: &DirectConfig| same_entries(&have.owned(), &plan.desired);
-        if !same(&self.firewalld.runtime_config()?) {
+        let (runtime, permanent) = self.firewalld.read_in_background().wait()?;
+        if !same(&runtime) {
             bail!("firewalld's runtime direct rules differ from the plan after applying it");
         }
-        if plan.permanent.is_some() && !same(&self.firewalld.permanent_config()?) {
+        if plan.permanent.is_some() && !same(&permanent) {
             bail!("firewalld's permanent direct rules differ from the plan after applying it");
         }
         Ok(())
