@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The slow crash-safety target: tests/crash.rs with 100 SIGKILLs per mode (firewalld stopped:
-# direct.xml + iptables; firewalld running: D-Bus) during install and uninstall, instead of
-# the 10 of the normal test run. Repeats it ROUNDS times (default 1), each round with fresh
-# random kill moments, and stops at the first failure; the output names each loop's seed
-# (TPROXY_CRASH_SEED=N replays it). Needs root and firewalld, like scripts/test.sh; with
-# CI=true a missing prerequisite fails instead of skipping.
+# The slow reliability target (issue 5). tests/crash.rs with SIGKILLs at random moments
+# during install and uninstall: 100 with firewalld stopped (direct.xml + iptables) instead of
+# the normal test run's 10, and with firewalld running (D-Bus) 40 on each of the 4 cells of
+# the firewalld matrix (160 in all) instead of 3 per cell. About 6 minutes on 2 cores.
+# Repeats it ROUNDS times (default 1), each round with fresh random kill moments, and stops
+# at the first failure; the output names each loop's cell and seed (TPROXY_CRASH_SEED=N
+# replays it). Needs root and firewalld, like scripts/test.sh (and TPROXY_FIREWALLD2_ROOT or
+# target/firewalld2 for the 2.x cells); with CI=true a missing prerequisite fails instead of
+# skipping.
 #
 #   scripts/crash-loop.sh [ROUNDS]
 set -euo pipefail

@@ -25,8 +25,9 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 
-# The slow crash target (issue 5): 100 SIGKILLs per mode at random moments, then re-runs
-# that must converge. CI always runs it; locally: scripts/crash-loop.sh.
+# The slow reliability target (issue 5): 100 SIGKILLs with firewalld stopped and 40 on each
+# firewalld cell at random moments, then re-runs that must converge. CI always runs it;
+# locally: scripts/crash-loop.sh.
 if [[ "${CI:-}" == true ]]; then
   scripts/crash-loop.sh
 fi

@@ -1,6 +1,7 @@
 //! SIGKILL at random moments during `install` and `uninstall`, with firewalld stopped
 //! (direct.xml written by us, rules applied with iptables) and with firewalld running
-//! (runtime over D-Bus, permanent configuration through firewalld), starting from a
+//! (runtime over D-Bus, permanent configuration through firewalld) on every cell of the
+//! firewalld matrix (1.3 and 2.x, nftables and iptables backends), starting from a
 //! hand-edited direct.xml with foreign entries and comments. After every kill: direct.xml
 //! parses and is byte for byte either the file before the run or the file an uninterrupted
 //! run makes (with firewalld running it may also be the new file as firewalld itself writes
@@ -14,28 +15,46 @@
 //! `iptables-restore` finishes after the kill. The kill moment is random: for half the runs
 //! uniform over 0..1.25× the uninterrupted run's duration, for the other half from 0.9× the
 //! moment that run wrote direct.xml to its end (the file, then iptables, or firewalld's update
-//! and our rewrite of its layout). `TPROXY_SLOW_TESTS=1` makes it 100 kills per mode instead
-//! of 10; `TPROXY_CRASH_SEED=N` replays a sequence (the seed is printed).
+//! and our rewrite of its layout). The normal test run kills 10 runs with firewalld stopped and
+//! 3 on each firewalld cell; `TPROXY_SLOW_TESTS=1` (scripts/crash-loop.sh) kills 100 with
+//! firewalld stopped and 40 on each cell (160 with firewalld running). `TPROXY_CRASH_SEED=N`
+//! replays a sequence (each cell's seed is printed with the cell).
 
 mod common;
 
+use std::ops::Deref;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::firewalld::with_firewalld;
+use common::firewalld::{with_firewalld, FirewalldSandbox, Flavor, BACKENDS};
 use common::{Sandbox, BIN, MULTIPLE_FLAGS};
 use tproxy_firewalld::format::direct_xml;
 use tproxy_firewalld::lock::QUEUE_DIR;
 
 const FOREIGN: &str = include_str!("../xml-fixtures/foreign-live.xml");
 
-fn kills_per_mode() -> usize {
-    if std::env::var("TPROXY_SLOW_TESTS").as_deref() == Ok("1") {
+fn slow() -> bool {
+    std::env::var("TPROXY_SLOW_TESTS").as_deref() == Ok("1")
+}
+
+/// Kills with firewalld stopped.
+fn offline_kills() -> usize {
+    if slow() {
         100
     } else {
         10
+    }
+}
+
+/// Kills with firewalld running, on each cell of the matrix. A kill and its checks take
+/// 1.5 to 2 s there on 2 busy cores; 4 × 40 keep scripts/crash-loop.sh under 8 minutes.
+fn kills_per_cell() -> usize {
+    if slow() {
+        40
+    } else {
+        3
     }
 }
 
@@ -68,7 +87,7 @@ fn commands() -> Vec<Vec<&'static str>> {
 struct Rng(u64);
 
 impl Rng {
-    fn from_env() -> Rng {
+    fn from_env(label: &str) -> Rng {
         let seed = std::env::var("TPROXY_CRASH_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -79,7 +98,7 @@ impl Rng {
                     .as_nanos() as u64
             })
             | 1;
-        eprintln!("crash: TPROXY_CRASH_SEED={seed}");
+        eprintln!("crash ({label}): TPROXY_CRASH_SEED={seed}");
         Rng(seed)
     }
 
@@ -167,8 +186,8 @@ fn firewalld_direct(sandbox: &Sandbox) -> String {
     out
 }
 
-/// The same, as firewall-cmd lists it, each listing sorted.
-fn firewall_cmd_direct(sandbox: &Sandbox) -> String {
+/// The same, as the cell's firewall-cmd lists it, each listing sorted.
+fn firewall_cmd_direct(world: &FirewalldSandbox) -> String {
     let mut out = String::new();
     for permanent in [false, true] {
         for what in [
@@ -176,17 +195,17 @@ fn firewall_cmd_direct(sandbox: &Sandbox) -> String {
             "--get-all-rules",
             "--get-all-passthroughs",
         ] {
-            let mut args = vec!["firewall-cmd", "--direct", what];
+            let mut args = vec!["--direct", what];
             if permanent {
-                args.insert(1, "--permanent");
+                args.insert(0, "--permanent");
             }
-            let mut lines: Vec<String> = sandbox.ok(&args).lines().map(String::from).collect();
+            let mut lines: Vec<String> = world
+                .firewall_cmd_ok(&args)
+                .lines()
+                .map(String::from)
+                .collect();
             lines.sort();
-            out.push_str(&format!(
-                "## {}\n{}\n",
-                args[1..].join(" "),
-                lines.join("\n")
-            ));
+            out.push_str(&format!("## {}\n{}\n", args.join(" "), lines.join("\n")));
         }
     }
     out
@@ -238,16 +257,51 @@ struct Tally {
     queue_left: usize,
 }
 
+/// Where the runs are killed: a sandbox with firewalld stopped, or one cell's firewalld.
+enum Host {
+    Offline(Sandbox),
+    Firewalld(FirewalldSandbox),
+}
+
+impl Host {
+    fn firewalld(&self) -> Option<&FirewalldSandbox> {
+        match self {
+            Host::Offline(_) => None,
+            Host::Firewalld(world) => Some(world),
+        }
+    }
+
+    /// Names the mode, and with firewalld running the cell, in every failure.
+    fn label(&self) -> String {
+        match self {
+            Host::Offline(_) => "firewalld stopped".to_string(),
+            Host::Firewalld(world) => world.flavor.label(),
+        }
+    }
+}
+
+impl Deref for Host {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        match self {
+            Host::Offline(sandbox) => sandbox,
+            Host::Firewalld(world) => world,
+        }
+    }
+}
+
 /// Kills `kills` runs in `victim`; `reference` gets the same commands, never killed.
-fn kill_loop(victim: &Sandbox, reference: &Sandbox, firewalld: bool, kills: usize) -> Tally {
-    let mut rng = Rng::from_env();
+fn kill_loop(victim: &Host, reference: &Host, kills: usize) -> Tally {
+    let label = victim.label();
+    let firewalld = victim.firewalld().is_some();
+    let mut rng = Rng::from_env(&label);
     let commands = commands();
     let mut tally = Tally::default();
     let mut previous = commands.len() - 1;
     while tally.kills < kills {
         assert!(
             tally.runs < kills * 5 + 20,
-            "only {} of {} runs were killed before they finished",
+            "{label}: only {} of {} runs were killed before they finished",
             tally.kills,
             tally.runs
         );
@@ -258,7 +312,12 @@ fn kill_loop(victim: &Sandbox, reference: &Sandbox, firewalld: bool, kills: usiz
         let command = &commands[index];
 
         let started = SystemTime::now();
-        reference.tproxy_ok(command);
+        let output = reference.tproxy(command);
+        assert!(
+            output.status.success(),
+            "{label}: the uninterrupted run {command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let took = started.elapsed().unwrap();
         // When the uninterrupted run wrote direct.xml (the data, just before the rename).
         let wrote = std::fs::metadata(direct_xml_path(reference))
@@ -292,7 +351,10 @@ fn kill_loop(victim: &Sandbox, reference: &Sandbox, firewalld: bool, kills: usiz
         std::thread::sleep(delay);
         unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
         let status = child.wait().unwrap();
-        let when = format!("run {} ({command:?}, killed after {delay:?})", tally.runs);
+        let when = format!(
+            "{label}: run {} ({command:?}, killed after {delay:?})",
+            tally.runs
+        );
         let killed = status.signal() == Some(libc::SIGKILL);
         if killed {
             tally.kills += 1;
@@ -359,11 +421,11 @@ fn kill_loop(victim: &Sandbox, reference: &Sandbox, firewalld: bool, kills: usiz
             );
         }
     }
-    if firewalld {
+    if let (Some(victim), Some(reference)) = (victim.firewalld(), reference.firewalld()) {
         assert_eq!(
             firewall_cmd_direct(victim),
             firewall_cmd_direct(reference),
-            "firewall-cmd lists other direct entries than after uninterrupted runs"
+            "{label}: firewall-cmd lists other direct entries than after uninterrupted runs"
         );
     }
     tally
@@ -379,14 +441,26 @@ fn offline_sandbox(name: &str) -> Option<Sandbox> {
     Some(sandbox)
 }
 
+/// A running firewalld of `flavor` that started with the foreign direct.xml. Its runtime
+/// direct configuration is never empty, so firewalld 2.x on nftables flushed iptables at
+/// this start, not at one of our runs (which then need no --accept-firewalld-iptables-flush).
+fn firewalld_with_foreign_entries(name: &str, flavor: Flavor) -> Option<FirewalldSandbox> {
+    let mut world = with_firewalld(&format!("{name} ({})", flavor.label()), flavor)?;
+    world.stop();
+    std::fs::write(world.direct_xml_path(), FOREIGN).unwrap();
+    world.start();
+    Some(world)
+}
+
 #[test]
 fn sigkill_with_firewalld_stopped() {
     let Some(victim) = offline_sandbox("crash_offline") else {
         return;
     };
     let reference = offline_sandbox("crash_offline reference").unwrap();
+    let (victim, reference) = (Host::Offline(victim), Host::Offline(reference));
     let started = Instant::now();
-    let tally = kill_loop(&victim, &reference, false, kills_per_mode());
+    let tally = kill_loop(&victim, &reference, offline_kills());
     eprintln!(
         "crash (firewalld stopped): {tally:?} in {:?}",
         started.elapsed()
@@ -395,23 +469,21 @@ fn sigkill_with_firewalld_stopped() {
 
 #[test]
 fn sigkill_with_firewalld_running() {
-    let start = |name: &str| {
-        let mut world = with_firewalld(name, "nftables")?;
-        world.stop();
-        std::fs::write(world.direct_xml_path(), FOREIGN).unwrap();
-        world.start();
-        Some(world)
-    };
-    let Some(victim) = start("crash_firewalld") else {
-        return;
-    };
-    let reference = start("crash_firewalld reference").unwrap();
-    let started = Instant::now();
-    let tally = kill_loop(&victim, &reference, true, kills_per_mode());
-    eprintln!(
-        "crash (firewalld running): {tally:?} in {:?}",
-        started.elapsed()
-    );
+    for flavor in BACKENDS {
+        let Some(victim) = firewalld_with_foreign_entries("crash_firewalld", flavor) else {
+            continue;
+        };
+        let reference =
+            firewalld_with_foreign_entries("crash_firewalld reference", flavor).unwrap();
+        let (victim, reference) = (Host::Firewalld(victim), Host::Firewalld(reference));
+        let started = Instant::now();
+        let tally = kill_loop(&victim, &reference, kills_per_cell());
+        eprintln!(
+            "crash ({}): {tally:?} in {:?}",
+            flavor.label(),
+            started.elapsed()
+        );
+    }
 }
 
 #[test]
@@ -439,35 +511,46 @@ fn a_temporary_file_left_by_a_killed_run_is_removed_by_the_next() {
 
 #[test]
 fn a_run_killed_after_firewalld_rewrote_direct_xml_is_finished_by_the_next() {
-    let Some(mut world) = with_firewalld("crash_layout", "nftables") else {
-        return;
-    };
-    let command = &commands()[0];
-    world.stop();
-    std::fs::write(world.direct_xml_path(), FOREIGN).unwrap();
-    world.start();
-    world.tproxy_ok(command);
-    let installed = direct_xml(&world).unwrap();
-    assert!(String::from_utf8_lossy(&installed).contains("<!--"));
+    for flavor in BACKENDS {
+        let Some(mut world) = firewalld_with_foreign_entries("crash_layout", flavor) else {
+            continue;
+        };
+        let label = flavor.label();
+        let command = &commands()[0];
+        world.tproxy_ok(command);
+        let installed = direct_xml(&world).unwrap();
+        assert!(
+            String::from_utf8_lossy(&installed).contains("<!--"),
+            "{label}"
+        );
 
-    // What a run killed right after firewalld's `update` leaves: the new entries in
-    // firewalld's layout (comments gone), the operator's file in direct.xml.old.
-    world.stop();
-    std::fs::write(world.direct_xml_path(), firewalld_layout(&installed)).unwrap();
-    let old_path = world.firewalld_dir().join("direct.xml.old");
-    std::fs::write(&old_path, FOREIGN).unwrap();
-    world.start();
+        // What a run killed right after firewalld's `update` leaves: the new entries in
+        // firewalld's layout (comments gone), the operator's file in direct.xml.old.
+        world.stop();
+        std::fs::write(world.direct_xml_path(), firewalld_layout(&installed)).unwrap();
+        let old_path = world.firewalld_dir().join("direct.xml.old");
+        std::fs::write(&old_path, FOREIGN).unwrap();
+        world.start();
 
-    world.tproxy_ok(command);
-    assert_eq!(
-        String::from_utf8(direct_xml(&world).unwrap()).unwrap(),
-        String::from_utf8(installed.clone()).unwrap(),
-        "the re-run did not put the file's own layout back"
-    );
-    assert_eq!(std::fs::read_to_string(&old_path).unwrap(), FOREIGN);
-    assert_in_sync(&world, command, "after the re-run");
-    // Once the layout is back, a further run leaves both files alone.
-    world.tproxy_ok(command);
-    assert_eq!(direct_xml(&world).unwrap(), installed);
-    assert_eq!(std::fs::read_to_string(&old_path).unwrap(), FOREIGN);
+        world.tproxy_ok(command);
+        assert_eq!(
+            String::from_utf8(direct_xml(&world).unwrap()).unwrap(),
+            String::from_utf8(installed.clone()).unwrap(),
+            "{label}: the re-run did not put the file's own layout back"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&old_path).unwrap(),
+            FOREIGN,
+            "{label}"
+        );
+        assert_in_sync(&world, command, &format!("{label}: after the re-run"));
+        // Once the layout is back, a further run leaves both files alone.
+        world.tproxy_ok(command);
+        assert_eq!(direct_xml(&world).unwrap(), installed, "{label}");
+        assert_eq!(
+            std::fs::read_to_string(&old_path).unwrap(),
+            FOREIGN,
+            "{label}"
+        );
+    }
 }
