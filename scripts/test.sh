@@ -26,8 +26,8 @@ cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 
 # The slow reliability target (issue 5): 100 SIGKILLs with firewalld stopped and 40 on each
-# firewalld cell at random moments, then re-runs that must converge. CI always runs it;
-# locally: scripts/crash-loop.sh.
+# firewalld cell at random moments, then re-runs that must converge; 2 to 8 concurrent runs
+# on each firewalld cell. CI always runs it; locally: scripts/crash-loop.sh.
 if [[ "${CI:-}" == true ]]; then
   scripts/crash-loop.sh
 fi

@@ -1,19 +1,22 @@
 //! Concurrent `install`/`uninstall` runs on one host are serialised by the lock under /run
-//! (each sandbox has a private /run, so each has its own lock): two to eight runs with
-//! different flags start at once, one more starts once they have all queued, every run
-//! exits 0, and the host ends up as the last one asked. Raw iptables and a real firewalld.
-//! Also: a run gives up after the timeout naming the lock file, and dry runs, `status` and
-//! `inspect` never wait for the lock.
+//! (each sandbox has a private /run, so each has its own lock): several runs with different
+//! flags start at once, one more starts once they have all queued, every run exits 0, and the
+//! host ends up as the last one asked. On raw iptables 2 to 8 runs race; through a real
+//! firewalld, on every cell of the firewalld matrix (1.3 and 2.x, nftables and iptables
+//! backends), 2 and 8 runs race on each cell, and 2 to 8 with `TPROXY_SLOW_TESTS=1`
+//! (scripts/crash-loop.sh). Also: a run gives up after the timeout naming the lock file, and
+//! dry runs, `status` and `inspect` never wait for the lock.
 
 mod common;
 
 use std::fs::File;
+use std::ops::Deref;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::firewalld::with_firewalld;
+use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
 use common::{Sandbox, BIN};
 use tproxy_firewalld::lock::{LOCK_FILE, QUEUE_DIR, TIMEOUT_ENV};
 
@@ -64,6 +67,37 @@ fn argv(request: &[&str], firewalld: bool) -> Vec<String> {
     args
 }
 
+/// Where the runs race: raw iptables, or one cell's firewalld.
+#[derive(Clone, Copy)]
+enum Host<'a> {
+    Raw(&'a Sandbox),
+    Firewalld(&'a FirewalldSandbox),
+}
+
+impl Host<'_> {
+    fn firewalld(&self) -> bool {
+        matches!(self, Host::Firewalld(_))
+    }
+
+    /// Names the cell in every failure.
+    fn label(&self) -> String {
+        match self {
+            Host::Raw(_) => "raw iptables".to_string(),
+            Host::Firewalld(world) => world.flavor.label(),
+        }
+    }
+}
+
+impl Deref for Host<'_> {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        match self {
+            Host::Raw(sandbox) => sandbox,
+            Host::Firewalld(world) => world,
+        }
+    }
+}
+
 /// A path of the sandbox's private mount namespace, seen from outside it.
 fn inside(sandbox: &Sandbox, path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/root{path}", sandbox.pid()))
@@ -112,26 +146,27 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// The host is as `request` asks: `status` with its flags is in sync; after an uninstall,
 /// nothing of ours is left anywhere.
-fn assert_state(sandbox: &Sandbox, request: &[&str], firewalld: bool, when: &str) {
+fn assert_state(host: Host, request: &[&str], when: &str) {
+    let firewalld = host.firewalld();
     let status = |args: &[String]| -> Output {
         let mut full = vec![BIN, "status"];
         full.extend(args.iter().map(String::as_str));
-        sandbox.run(&full)
+        host.run(&full)
     };
     let output = if request[0] == "install" {
         status(&argv(request, firewalld)[1..])
     } else {
         for program in ["iptables-save", "ip6tables-save"] {
-            let save = sandbox.ok(&[program]);
+            let save = host.ok(&[program]);
             assert!(
                 !save.contains("KUMA_MESH") && !save.contains("kuma/mesh"),
                 "{when}: {program} after {request:?}:\n{save}"
             );
         }
-        if !firewalld {
+        let Host::Firewalld(world) = host else {
             return;
-        }
-        let rules = sandbox.ok(&["firewall-cmd", "--permanent", "--direct", "--get-all-rules"]);
+        };
+        let rules = world.firewall_cmd_ok(&["--permanent", "--direct", "--get-all-rules"]);
         assert!(!rules.contains("kuma/mesh"), "{when}: {rules}");
         // Without flags, status compares everything with the (now empty) stored rules.
         status(&[])
@@ -145,11 +180,25 @@ fn assert_state(sandbox: &Sandbox, request: &[&str], firewalld: bool, when: &str
     );
 }
 
-/// For 2..=8 runs: all but the last start at once; the last starts once each of them holds a
-/// place in the queue (or is done), so it is the last request. Returns how many runs waited.
-fn race(sandbox: &Sandbox, firewalld: bool) -> usize {
+/// How many runs race through firewalld (each race takes a second or two): in the normal
+/// test run 2 (the last request is an uninstall) and 8 (the most waiting) on each cell; with
+/// `TPROXY_SLOW_TESTS=1`, every number from 2 to 8.
+fn firewalld_race_sizes() -> Vec<usize> {
+    if std::env::var("TPROXY_SLOW_TESTS").as_deref() == Ok("1") {
+        (2..=8).collect()
+    } else {
+        vec![2, 8]
+    }
+}
+
+/// For each number of runs in `sizes`: all but the last start at once; the last starts once
+/// each of them holds a place in the queue (or is done), so it is the last request. Some run
+/// must have waited for another.
+fn race(host: Host, sizes: impl IntoIterator<Item = usize>) {
+    let label = host.label();
+    let firewalld = host.firewalld();
     let mut waited = 0;
-    for total in 2..=8 {
+    for total in sizes {
         let last = REQUESTS[total % REQUESTS.len()];
         let early: Vec<&[&str]> = (1..total)
             .map(|i| REQUESTS[(total + i) % REQUESTS.len()])
@@ -157,23 +206,17 @@ fn race(sandbox: &Sandbox, firewalld: bool) -> usize {
         let mut runs: Vec<Run> = early
             .iter()
             .enumerate()
-            .map(|(i, request)| {
-                start(
-                    sandbox,
-                    argv(request, firewalld),
-                    &format!("{total}-{i}.err"),
-                )
-            })
+            .map(|(i, request)| start(&host, argv(request, firewalld), &format!("{total}-{i}.err")))
             .collect();
         wait_until("the early runs have queued", || {
             let mut finished = 0;
             for run in runs.iter_mut() {
                 finished += usize::from(run.child.try_wait().unwrap().is_some());
             }
-            finished + queued(sandbox) >= runs.len()
+            finished + queued(&host) >= runs.len()
         });
         runs.push(start(
-            sandbox,
+            &host,
             argv(last, firewalld),
             &format!("{total}-last.err"),
         ));
@@ -183,7 +226,7 @@ fn race(sandbox: &Sandbox, firewalld: bool) -> usize {
             let stderr = std::fs::read_to_string(&run.stderr).unwrap();
             assert!(
                 status.success(),
-                "{total} runs: {:?} failed ({status}):\n{stderr}",
+                "{label}, {total} runs: {:?} failed ({status}):\n{stderr}",
                 run.args
             );
             for line in stderr.lines().filter(|l| l.contains(WAITING)) {
@@ -193,15 +236,18 @@ fn race(sandbox: &Sandbox, firewalld: bool) -> usize {
                     .nth(1)
                     .and_then(|rest| rest.split(')').next())
                     .and_then(|pid| pid.parse().ok())
-                    .unwrap_or_else(|| panic!("no pid in {line:?}"));
-                assert!(pids.contains(&pid), "{line:?} names none of {pids:?}");
-                assert!(line.contains(LOCK_FILE), "{line:?}");
+                    .unwrap_or_else(|| panic!("{label}: no pid in {line:?}"));
+                assert!(
+                    pids.contains(&pid),
+                    "{label}: {line:?} names none of {pids:?}"
+                );
+                assert!(line.contains(LOCK_FILE), "{label}: {line:?}");
             }
         }
-        assert_state(sandbox, last, firewalld, &format!("{total} runs"));
-        assert_eq!(queued(sandbox), 0, "tickets left in {QUEUE_DIR}");
+        assert_state(host, last, &format!("{label}, {total} runs"));
+        assert_eq!(queued(&host), 0, "{label}: tickets left in {QUEUE_DIR}");
     }
-    waited
+    assert!(waited > 0, "{label}: no run ever waited for another");
 }
 
 #[test]
@@ -209,17 +255,20 @@ fn concurrent_runs_on_raw_iptables_end_as_the_last_request() {
     let Some(sandbox) = common::sandbox("concurrency_raw") else {
         return;
     };
-    let waited = race(&sandbox, false);
-    assert!(waited > 0, "no run ever waited for another");
+    race(Host::Raw(&sandbox), 2..=8);
 }
 
 #[test]
 fn concurrent_runs_through_firewalld_end_as_the_last_request() {
-    let Some(world) = with_firewalld("concurrency_firewalld", "nftables") else {
-        return;
-    };
-    let waited = race(&world, true);
-    assert!(waited > 0, "no run ever waited for another");
+    for flavor in BACKENDS {
+        let name = format!("concurrency_firewalld ({})", flavor.label());
+        let Some(world) = with_firewalld(&name, flavor) else {
+            continue;
+        };
+        let started = Instant::now();
+        race(Host::Firewalld(&world), firewalld_race_sizes());
+        eprintln!("{name}: {:?}", started.elapsed());
+    }
 }
 
 /// A process of the test's holding the lock, in its own process group; killed when dropped.
@@ -334,5 +383,5 @@ fn a_run_gives_up_after_the_timeout_and_dry_runs_never_wait() {
     let stderr = std::fs::read_to_string(&run.stderr).unwrap();
     assert!(status.success(), "{stderr}");
     assert_eq!(stderr.matches(WAITING).count(), 1, "{stderr}");
-    assert_state(&sandbox, REQUESTS[0], false, "after the holder is gone");
+    assert_state(Host::Raw(&sandbox), REQUESTS[0], "after the holder is gone");
 }
