@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the benchmark need, when root and missing:
-# iptables, nftables, iproute2, util-linux, firewalld (with python3-dbus) and dbus.
+# iptables, nftables, iproute2, util-linux, firewalld (with python3-dbus), dbus and strace
+# (tests/hostile_input.rs watches the open flags of direct.xml's temporary file with it).
 # No service is started.
 set -euo pipefail
 
-packages=(iptables nftables iproute2 util-linux firewalld dbus)
+packages=(iptables nftables iproute2 util-linux firewalld dbus strace)
 need=()
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
@@ -12,6 +13,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v firewalld >/dev/null 2>&1 || need+=(firewalld)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"

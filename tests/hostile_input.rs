@@ -1244,10 +1244,15 @@ fn names(count: usize) -> Vec<String> {
 
 #[test]
 fn planted_symlinks_next_to_direct_xml_are_never_followed() {
-    let Some(sandbox) = common::sandbox("planted_symlinks_next_to_direct_xml_are_never_followed")
-    else {
+    const TEST: &str = "planted_symlinks_next_to_direct_xml_are_never_followed";
+    let Some(sandbox) = common::sandbox(TEST) else {
         return;
     };
+    let strace = common::tool_for_part(
+        TEST,
+        "strace",
+        "the check of the temporary file's open flags (O_EXCL|O_NOFOLLOW)",
+    );
     let config_dir = sandbox.firewalld_dir();
     let direct_xml = config_dir.join("direct.xml");
     let foreign = std::fs::read(fixture("foreign-mixed.xml")).unwrap();
@@ -1303,7 +1308,7 @@ fn planted_symlinks_next_to_direct_xml_are_never_followed() {
     .enumerate()
     {
         let what = shown(&args);
-        let output = if step == 3 && common::which("strace") {
+        let output = if step == 3 && strace {
             // The open flags of the temporary file, as the kernel saw them.
             let log = sandbox.path("strace.log");
             let mut full = vec![
@@ -1370,38 +1375,32 @@ fn planted_symlinks_next_to_direct_xml_are_never_followed() {
         foreign
     );
 
-    match strace_log {
-        Some(log) => {
-            let log = std::fs::read_to_string(log).unwrap();
-            let creates: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("/.direct.xml.") && l.contains("O_CREAT"))
-                .collect();
-            assert!(!creates.is_empty(), "no temporary file was created:\n{log}");
-            for line in &creates {
-                assert!(
-                    line.contains("O_EXCL") && line.contains("O_NOFOLLOW"),
-                    "a temporary file opened without O_EXCL|O_NOFOLLOW: {line}"
-                );
-            }
-            let victim = victim.display().to_string();
+    if let Some(log) = strace_log {
+        let log = std::fs::read_to_string(log).unwrap();
+        let creates: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("/.direct.xml.") && l.contains("O_CREAT"))
+            .collect();
+        assert!(!creates.is_empty(), "no temporary file was created:\n{log}");
+        for line in &creates {
             assert!(
-                !log.lines().any(|l| l.contains(&victim)),
-                "the victim was opened:\n{log}"
+                line.contains("O_EXCL") && line.contains("O_NOFOLLOW"),
+                "a temporary file opened without O_EXCL|O_NOFOLLOW: {line}"
             );
-            for name in &planted {
-                let quoted = format!("/{name}\"");
-                assert!(
-                    !log.lines()
-                        .any(|l| l.contains(&quoted) && l.contains("open")),
-                    "the planted link {name} was opened"
-                );
-            }
         }
-        None => eprintln!(
-            "NOTE planted_symlinks_next_to_direct_xml_are_never_followed: strace is not \
-             installed; the O_EXCL|O_NOFOLLOW flags of the temporary file were not observed"
-        ),
+        let victim = victim.display().to_string();
+        assert!(
+            !log.lines().any(|l| l.contains(&victim)),
+            "the victim was opened:\n{log}"
+        );
+        for name in &planted {
+            let quoted = format!("/{name}\"");
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains(&quoted) && l.contains("open")),
+                "the planted link {name} was opened"
+            );
+        }
     }
 }
 

@@ -98,6 +98,19 @@ pub fn namespaces_available(test: &str) -> bool {
     ok
 }
 
+/// Whether `tool`, which `part` of `test` needs, is installed. Without it the part is skipped
+/// with a note, except under CI=true, where that fails the test instead.
+pub fn tool_for_part(test: &str, tool: &str, part: &str) -> bool {
+    if which(tool) {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {part} needs {tool}; CI must not skip it");
+    }
+    eprintln!("NOTE {test}: {tool} is not installed, so {part} is skipped");
+    false
+}
+
 /// A fresh sandbox, or `None` (after saying why) when namespaces are unavailable.
 pub fn sandbox(test: &str) -> Option<Sandbox> {
     sandbox_with(test, &[])
