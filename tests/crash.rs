@@ -49,7 +49,7 @@ fn offline_kills() -> usize {
 }
 
 /// Kills with firewalld running, on each cell of the matrix. A kill and its checks take
-/// 1.5 to 2 s there on 2 busy cores; 4 × 40 keep scripts/crash-loop.sh under 8 minutes.
+/// 1.3 to 2 s there on 2 busy cores; 4 × 40 keep scripts/crash-loop.sh well under 8 minutes.
 fn kills_per_cell() -> usize {
     if slow() {
         40
