@@ -3,14 +3,16 @@
 # direct.xml with 10,000 foreign rules, shaped like benches/firewalld.rs builds it, and
 # prints the median of RUNS (default 15) runs of `translate --merge` (parse, merge, print)
 # and `inspect --file` (lenient parse and checks) with the release binary. Neither command
-# touches the firewall or /etc/firewalld.
+# touches the firewall or /etc/firewalld. With several binaries (before and after a
+# change) they take turns.
 #
-#   scripts/bench-parse.sh [BINARY]    (default: target/release/tproxy-firewalld)
+#   scripts/bench-parse.sh [BINARY...]    (default: target/release/tproxy-firewalld)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-binary=${1:-target/release/tproxy-firewalld}
-runs=${RUNS:-15}
+if (($# == 0)); then
+    set -- target/release/tproxy-firewalld
+fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -25,24 +27,41 @@ trap 'rm -rf "$dir"' EXIT
 } >"$dir/direct.xml"
 rules=tests/expected/dry-run/dualstack-redirect-dns.txt
 
-python3 - "$runs" "$binary" "$dir/direct.xml" "$rules" <<'EOF'
-import statistics, subprocess, sys, time
+python3 - "${RUNS:-15}" "$dir/direct.xml" "$rules" "$@" <<'EOF'
+import resource, statistics, subprocess, sys, time
 
-runs, binary, xml, rules = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+runs, xml, rules, binaries = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 commands = {
-    "translate --merge": [binary, "translate", "--merge", xml, rules],
-    "inspect --file": [binary, "inspect", "--file", xml],
-    "--version": [binary, "--version"],
+    "translate --merge": ["translate", "--merge", xml, rules],
+    "inspect --file": ["inspect", "--file", xml],
+    "--version": ["--version"],
 }
-for name, argv in commands.items():
-    times = []
-    for _ in range(runs + 1):
-        start = time.perf_counter()
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            sys.exit(f"{name}: exit status {done.returncode}")
-    times = sorted(times[1:])  # the first run warms the page cache
-    print(f"{name:20} median {statistics.median(times) * 1000:6.1f} ms"
-          f"  (min {times[0] * 1000:.1f}, max {times[-1] * 1000:.1f}, {runs} runs)")
+
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+for name, args in commands.items():
+    wall = {binary: [] for binary in binaries}
+    used = {binary: [] for binary in binaries}
+    # The binaries take turns, so that other work on the machine slows them alike; the
+    # first round warms the page cache and is not counted.
+    for round in range(runs + 1):
+        for binary in binaries:
+            start, start_cpu = time.perf_counter(), cpu()
+            done = subprocess.run([binary, *args], stdout=subprocess.DEVNULL)
+            if round > 0:
+                wall[binary].append(time.perf_counter() - start)
+                used[binary].append(cpu() - start_cpu)
+            if done.returncode != 0:
+                sys.exit(f"{binary} {name}: exit status {done.returncode}")
+    for binary in binaries:
+        times = sorted(wall[binary])
+        label = f"{name} ({binary})" if len(binaries) > 1 else name
+        # CPU time (user + system) moves less than wall time when the machine is busy.
+        print(f"{label:18} median {statistics.median(times) * 1000:6.1f} ms"
+              f" (min {times[0] * 1000:.1f}, max {times[-1] * 1000:.1f}),"
+              f" CPU median {statistics.median(used[binary]) * 1000:.1f} ms, {runs} runs")
 EOF
