@@ -9,6 +9,7 @@
 //! comment, `''` is an empty argument, a backslash inside double quotes only escapes `"`
 //! and `\`).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -169,7 +170,8 @@ impl Document {
     /// What firewalld loads from this file: all effective entries in document order, each
     /// only once (firewalld ignores a repeated entry with a warning).
     pub fn config(&self) -> DirectConfig {
-        let mut seen = HashSet::new();
+        // Sized up front: growing the set would hash every entry again.
+        let mut seen = HashSet::with_capacity(self.entries.len());
         let mut config = DirectConfig::default();
         for located in &self.entries {
             let entry = &located.entry;
@@ -489,6 +491,18 @@ fn shell_quote(arg: &str) -> String {
 /// Python's `shlex.split(text)` (firewalld's `splitArgs`): POSIX mode, no comments. The
 /// errors are Python's messages: `No closing quotation`, `No escaped character`.
 pub fn split_args(text: &str) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    split_into(text.chars(), &mut String::new(), &mut args)?;
+    Ok(args)
+}
+
+/// [`split_args`] over `chars`, appending to `args`; `token` is scratch space, so that a
+/// caller splitting many texts allocates only the arguments themselves.
+fn split_into(
+    chars: impl Iterator<Item = char>,
+    token: &mut String,
+    args: &mut Vec<String>,
+) -> Result<(), &'static str> {
     #[derive(Clone, Copy)]
     enum State {
         Blank,
@@ -501,16 +515,16 @@ pub fn split_args(text: &str) -> Result<Vec<String>, String> {
     }
     let is_blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
 
-    let mut args = Vec::new();
-    let mut token = String::new();
+    token.clear();
     // Whether the current token had quotes: `''` is an argument, nothing is none.
     let mut quoted = false;
     let mut state = State::Blank;
-    for c in text.chars() {
+    for c in chars {
         state = match state {
             State::Blank | State::Word if is_blank(c) => {
                 if !token.is_empty() || quoted {
-                    args.push(std::mem::take(&mut token));
+                    args.push(token.as_str().to_owned());
+                    token.clear();
                     quoted = false;
                 }
                 State::Blank
@@ -550,13 +564,13 @@ pub fn split_args(text: &str) -> Result<Vec<String>, String> {
         };
     }
     match state {
-        State::Quoted(_) => Err("No closing quotation".to_string()),
-        State::Escaped { .. } => Err("No escaped character".to_string()),
+        State::Quoted(_) => Err("No closing quotation"),
+        State::Escaped { .. } => Err("No escaped character"),
         State::Blank | State::Word => {
             if !token.is_empty() || quoted {
-                args.push(token);
+                args.push(token.as_str().to_owned());
             }
-            Ok(args)
+            Ok(())
         }
     }
 }
@@ -606,24 +620,36 @@ struct Open {
     /// The entry with empty args until the text is complete; None when the element has a
     /// problem (lenient parsing only), so that it is read to its end and left out.
     entry: Option<Entry>,
-    /// The text content, unescaped, with XML's end-of-line handling.
-    text: String,
 }
 
-struct State {
+struct State<'t> {
     stage: Stage,
     root: Option<Root>,
     root_start: usize,
     entries: Vec<Located<Entry>>,
+    scratch: Scratch<'t>,
 }
 
-impl State {
+/// Buffers reused from one element to the next, so that reading an entry allocates little
+/// more than the entry itself (a 10,000-rule file used to spend most of its time in malloc).
+#[derive(Default)]
+struct Scratch<'t> {
+    /// The open child's text content, unescaped, with XML's end-of-line handling (only one
+    /// child of `<direct>` is open at a time: deeper elements are refused or skipped).
+    text: String,
+    token: String,
+    args: Vec<String>,
+    attributes: Vec<RawAttribute<'t>>,
+}
+
+impl State<'_> {
     fn new() -> Self {
         State {
             stage: Stage::Prolog,
             root: None,
             root_start: 0,
             entries: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 }
@@ -721,7 +747,7 @@ impl<'t> Parser<'t> {
     }
 
     /// Reads the whole text into `state`; the root element when it is a `<direct>`.
-    fn run(&self, state: &mut State) -> Result<Root, DirectXmlError> {
+    fn run(&self, state: &mut State<'t>) -> Result<Root, DirectXmlError> {
         let body = &self.text[self.bom..];
         let mut reader = Reader::from_str(body);
         let config = reader.config_mut();
@@ -781,10 +807,14 @@ impl<'t> Parser<'t> {
                     let raw = text.into_inner();
                     let raw_at = self.offset_of(&raw, at);
                     self.check_chars(&raw, raw_at)?;
-                    if let Some(i) = raw.find("]]>") {
-                        return Err(self.error(raw_at + i, "`]]>` is not allowed in text"));
+                    // A byte search for `]` first: most texts have none, and setting up the
+                    // substring search costs more than that.
+                    if raw.contains(']') {
+                        if let Some(i) = raw.find("]]>") {
+                            return Err(self.error(raw_at + i, "`]]>` is not allowed in text"));
+                        }
                     }
-                    self.text_content(&mut state.stage, &raw, raw_at, true)?;
+                    self.text_content(state, &raw, raw_at, true)?;
                 }
                 Event::CData(cdata) => {
                     let raw = cdata.into_inner();
@@ -793,7 +823,7 @@ impl<'t> Parser<'t> {
                     if matches!(state.stage, Stage::Prolog | Stage::Epilog) {
                         return Err(self.error(at, "CDATA outside the <direct> element"));
                     }
-                    self.text_content(&mut state.stage, &raw, raw_at, true)?;
+                    self.text_content(state, &raw, raw_at, true)?;
                 }
                 Event::GeneralRef(reference) => {
                     let name = reference.into_inner();
@@ -801,13 +831,15 @@ impl<'t> Parser<'t> {
                         return Err(self.error(at, "a reference outside the <direct> element"));
                     }
                     let c = self.resolve_reference(&name, at)?;
-                    self.text_content(&mut state.stage, c.encode_utf8(&mut [0; 4]), at, false)?;
+                    self.text_content(state, c.encode_utf8(&mut [0; 4]), at, false)?;
                 }
                 Event::Start(start) => self.start_tag(state, &start, false, at, end)?,
                 Event::Empty(start) => self.start_tag(state, &start, true, at, end)?,
                 Event::End(_) => match std::mem::replace(&mut state.stage, Stage::Epilog) {
                     Stage::Child(open) => {
-                        state.entries.extend(self.finish(open, end)?);
+                        state
+                            .entries
+                            .extend(self.finish(open, end, &mut state.scratch)?);
                         state.stage = Stage::Root;
                     }
                     Stage::Skip { depth, parent } => {
@@ -833,7 +865,7 @@ impl<'t> Parser<'t> {
 
     fn start_tag(
         &self,
-        state: &mut State,
+        state: &mut State<'t>,
         start: &BytesStart<'_>,
         empty: bool,
         at: usize,
@@ -849,7 +881,9 @@ impl<'t> Parser<'t> {
                         format!("the root element must be <direct>, not <{name}>"),
                     ));
                 }
-                for attribute in self.attributes(start, at)? {
+                let attributes = &mut state.scratch.attributes;
+                self.attributes(start, at, attributes)?;
+                for attribute in attributes.iter() {
                     self.soft(self.error(
                         attribute.key_at,
                         format!("direct: unexpected attribute {}", attribute.key),
@@ -872,7 +906,7 @@ impl<'t> Parser<'t> {
                     };
                     self.soft(self.error(at, message))?;
                     // Lenient: the element and everything in it are left out.
-                    self.attributes(start, at)?;
+                    self.attributes(start, at, &mut state.scratch.attributes)?;
                     if !empty {
                         state.stage = Stage::Skip {
                             depth: 1,
@@ -884,11 +918,13 @@ impl<'t> Parser<'t> {
                 let open = Open {
                     kind,
                     start: at,
-                    entry: self.entry(kind, start, at)?,
-                    text: String::new(),
+                    entry: self.entry(kind, start, at, &mut state.scratch.attributes)?,
                 };
+                state.scratch.text.clear();
                 if empty {
-                    state.entries.extend(self.finish(open, end)?);
+                    state
+                        .entries
+                        .extend(self.finish(open, end, &mut state.scratch)?);
                 } else {
                     state.stage = Stage::Child(open);
                 }
@@ -902,7 +938,7 @@ impl<'t> Parser<'t> {
                     ),
                 ))?;
                 // Lenient: the enclosing element is left out too, its content being unclear.
-                self.attributes(start, at)?;
+                self.attributes(start, at, &mut state.scratch.attributes)?;
                 open.entry = None;
                 if !empty {
                     let parent = std::mem::replace(&mut state.stage, Stage::Epilog);
@@ -913,7 +949,7 @@ impl<'t> Parser<'t> {
                 }
             }
             Stage::Skip { depth, .. } => {
-                self.attributes(start, at)?;
+                self.attributes(start, at, &mut state.scratch.attributes)?;
                 if !empty {
                     *depth += 1;
                 }
@@ -928,7 +964,7 @@ impl<'t> Parser<'t> {
         Ok(())
     }
 
-    fn end_of_file(&self, state: &mut State, at: usize) -> Result<Root, DirectXmlError> {
+    fn end_of_file(&self, state: &mut State<'t>, at: usize) -> Result<Root, DirectXmlError> {
         let mut stage = &state.stage;
         while let Stage::Skip { parent, .. } = stage {
             stage = parent;
@@ -959,6 +995,12 @@ impl<'t> Parser<'t> {
 
     /// Characters XML 1.0 does not allow anywhere in a document.
     fn check_chars(&self, raw: &str, at: usize) -> Result<(), DirectXmlError> {
+        // ASCII needs no decoding: only control characters other than tab, newline and
+        // carriage return are refused there.
+        let allowed = |b: u8| (b' '..0x80).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r');
+        if raw.bytes().all(allowed) {
+            return Ok(());
+        }
         match raw.char_indices().find(|&(_, c)| !is_xml_char(c)) {
             Some((i, c)) => Err(self.error(
                 at + i,
@@ -972,7 +1014,7 @@ impl<'t> Parser<'t> {
     /// `<passthrough>`, refused elsewhere unless it is blank.
     fn text_content(
         &self,
-        stage: &mut Stage,
+        state: &mut State<'t>,
         content: &str,
         at: usize,
         normalize_newlines: bool,
@@ -983,14 +1025,14 @@ impl<'t> Parser<'t> {
                 .find(|&(_, c)| !matches!(c, ' ' | '\t' | '\r' | '\n'))
                 .map_or(0, |(i, _)| i)
         };
-        match stage {
+        match &state.stage {
             Stage::Child(open) if open.kind != Kind::Chain => {
-                if normalize_newlines {
+                let text = &mut state.scratch.text;
+                if normalize_newlines && content.contains('\r') {
                     // XML end-of-line handling: \r\n and a lone \r both become \n.
-                    open.text
-                        .push_str(&content.replace("\r\n", "\n").replace('\r', "\n"));
+                    text.push_str(&content.replace("\r\n", "\n").replace('\r', "\n"));
                 } else {
-                    open.text.push_str(content);
+                    text.push_str(content);
                 }
                 Ok(())
             }
@@ -1047,13 +1089,15 @@ impl<'t> Parser<'t> {
         Ok(c.expect("every branch gives a character"))
     }
 
-    /// The attributes as written; malformed or repeated ones are refused.
+    /// The attributes as written, into `attributes` (cleared first); malformed or repeated
+    /// ones are refused.
     fn attributes(
         &self,
         start: &BytesStart<'_>,
         at: usize,
-    ) -> Result<Vec<RawAttribute<'t>>, DirectXmlError> {
-        let mut attributes = Vec::new();
+        attributes: &mut Vec<RawAttribute<'t>>,
+    ) -> Result<(), DirectXmlError> {
+        attributes.clear();
         for attribute in start.attributes() {
             let attribute = attribute.map_err(|e| {
                 // Positions in attribute errors count from just after `<`.
@@ -1083,12 +1127,19 @@ impl<'t> Parser<'t> {
                 value_at,
             });
         }
-        Ok(attributes)
+        Ok(())
     }
 
     /// An attribute value as expat reports it: references resolved, newlines, carriage
     /// returns and tabs written literally turned into spaces, `<` refused.
-    fn attribute_value(&self, raw: &str, at: usize) -> Result<String, DirectXmlError> {
+    fn attribute_value(&self, raw: &'t str, at: usize) -> Result<Cow<'t, str>, DirectXmlError> {
+        // Printable ASCII without `&` and `<` (almost every value) is the value as written.
+        if raw
+            .bytes()
+            .all(|b| (b' '..0x80).contains(&b) && b != b'&' && b != b'<')
+        {
+            return Ok(Cow::Borrowed(raw));
+        }
         let mut value = String::with_capacity(raw.len());
         let mut rest = raw.char_indices().peekable();
         while let Some((i, c)) = rest.next() {
@@ -1125,31 +1176,33 @@ impl<'t> Parser<'t> {
                 c => value.push(c),
             }
         }
-        Ok(value)
+        Ok(Cow::Owned(value))
     }
 
     /// The entry of a `<chain>`, `<rule>` or `<passthrough>` start tag (args still empty);
-    /// None when lenient and the tag has a problem (each one is recorded).
+    /// None when lenient and the tag has a problem (each one is recorded). `attributes` is
+    /// scratch space.
     fn entry(
         &self,
         kind: Kind,
         start: &BytesStart<'_>,
         at: usize,
+        attributes: &mut Vec<RawAttribute<'t>>,
     ) -> Result<Option<Entry>, DirectXmlError> {
-        let attributes = self.attributes(start, at)?;
+        self.attributes(start, at, attributes)?;
         let element = kind.name();
         let before = self.recorded_count();
-        // The value and its offset of each attribute firewalld requires, None when missing.
-        let mut values = Vec::new();
-        for &name in kind.attributes() {
+        // The value and its offset of each attribute firewalld requires (in the order of
+        // `kind.attributes()`), None when missing.
+        let mut values: [Option<(Cow<'t, str>, usize)>; 4] = Default::default();
+        for (slot, &name) in values.iter_mut().zip(kind.attributes()) {
             match attributes.iter().find(|a| a.key == name) {
                 Some(attribute) => {
                     let value = self.attribute_value(attribute.value, attribute.value_at)?;
-                    values.push(Some((value, attribute.value_at)));
+                    *slot = Some((value, attribute.value_at));
                 }
                 None => {
-                    self.soft(self.error(at, format!("{element}: missing attribute {name}")))?;
-                    values.push(None);
+                    self.soft(self.error(at, format!("{element}: missing attribute {name}")))?
                 }
             }
         }
@@ -1163,26 +1216,22 @@ impl<'t> Parser<'t> {
             ))?;
         }
 
-        let mut ipv = None;
-        let mut tables: &[&str] = &[];
+        // The tables of a valid ipv.
+        let mut tables = None;
         if let Some((value, value_at)) = &values[0] {
             match tables_of(value) {
-                Some(valid) => {
-                    ipv = Some(value.clone());
-                    tables = valid;
-                }
+                Some(valid) => tables = Some(valid),
                 None => self.soft(self.error(
                     *value_at,
                     format!("{element}: invalid ipv '{value}' (expected ipv4, ipv6 or eb)"),
                 ))?,
             }
         }
-        let mut table = None;
         if kind != Kind::Passthrough {
-            if let (Some(ipv), Some((value, value_at))) = (&ipv, &values[1]) {
-                if tables.contains(&value.as_str()) {
-                    table = Some(value.clone());
-                } else {
+            if let (Some(tables), Some((ipv, _)), Some((value, value_at))) =
+                (tables, &values[0], &values[1])
+            {
+                if !tables.contains(&value.as_ref()) {
                     self.soft(self.error(
                         *value_at,
                         format!(
@@ -1211,13 +1260,14 @@ impl<'t> Parser<'t> {
             return Ok(None);
         }
 
-        let take = |i: usize| -> String {
+        // No problem recorded: every attribute is there and valid.
+        let mut take = |i: usize| -> String {
             values[i]
-                .as_ref()
-                .map(|(value, _)| value.clone())
+                .take()
+                .map(|(value, _)| value.into_owned())
                 .expect("no problem recorded: every attribute is there")
         };
-        let ipv = ipv.expect("no problem recorded: the ipv is valid");
+        let ipv = take(0);
         Ok(Some(match kind {
             Kind::Passthrough => Entry::Passthrough(Passthrough {
                 ipv,
@@ -1225,12 +1275,12 @@ impl<'t> Parser<'t> {
             }),
             Kind::Chain => Entry::Chain(DirectChain {
                 ipv,
-                table: table.expect("no problem recorded: the table is valid"),
+                table: take(1),
                 chain: take(2),
             }),
             Kind::Rule => Entry::Rule(DirectRule {
                 ipv,
-                table: table.expect("no problem recorded: the table is valid"),
+                table: take(1),
                 chain: take(2),
                 priority: priority.expect("no problem recorded: the priority is valid"),
                 args: Vec::new(),
@@ -1238,9 +1288,14 @@ impl<'t> Parser<'t> {
         }))
     }
 
-    /// Completes an element whose end is at `end`: its text becomes the args. None when
-    /// the element was left out or (lenient) its arguments cannot be split.
-    fn finish(&self, open: Open, end: usize) -> Result<Option<Located<Entry>>, DirectXmlError> {
+    /// Completes an element whose end is at `end`: its text (in `scratch`) becomes the
+    /// args. None when the element was left out or (lenient) its arguments cannot be split.
+    fn finish(
+        &self,
+        open: Open,
+        end: usize,
+        scratch: &mut Scratch<'_>,
+    ) -> Result<Option<Located<Entry>>, DirectXmlError> {
         let Some(mut entry) = open.entry else {
             return Ok(None);
         };
@@ -1251,8 +1306,14 @@ impl<'t> Parser<'t> {
         };
         if let Some(args) = args {
             // firewalld turns every newline of the content into a space before splitting.
-            match split_args(&open.text.replace('\n', " ")) {
-                Ok(split) => *args = split,
+            let text = scratch
+                .text
+                .chars()
+                .map(|c| if c == '\n' { ' ' } else { c });
+            scratch.args.clear();
+            match split_into(text, &mut scratch.token, &mut scratch.args) {
+                // Drained into a vector of exactly the right size.
+                Ok(()) => *args = scratch.args.drain(..).collect(),
                 Err(message) => {
                     self.soft(self.error(
                         open.start,
