@@ -680,6 +680,7 @@ proptest! {
         let reparsed = parse(&with_ours)
             .map_err(|e| TestCaseError::fail(format!("{e}\n{with_ours}")))?;
         prop_assert_eq!(reparsed.config().owned(), effective(&desired));
+        prop_assert_eq!(reparsed.owned_config(), effective(&desired));
         prop_assert_eq!(reparsed.config().foreign(), foreign);
         // Removing ours again gives the file back byte for byte; writing the same entries
         // again changes nothing.

@@ -44,9 +44,11 @@ impl OfflineBackend {
     /// Reads direct.xml (refusing a malformed one) and plans our entries in it.
     pub fn plan_file(&self, ruleset: &Ruleset) -> Result<FilePlan> {
         let loaded = self.file.load()?;
+        // The translation and the plan look only at our entries: foreign ones (there may be
+        // thousands) are not copied.
         let current = loaded
             .as_ref()
-            .map(|l| l.document.config())
+            .map(|l| l.document.owned_config())
             .unwrap_or_default();
         let desired = direct::translate(ruleset, &current);
         Ok(FilePlan {

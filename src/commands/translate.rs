@@ -253,7 +253,15 @@ fn first_non_xml_char(text: &str) -> Option<(usize, char)> {
 /// entries, once merged, are foreign content of the file: a later merge or uninstall keeps
 /// them.
 fn merge(document: &Document, translated: &DirectConfig) -> String {
-    let existing = document.config();
+    // Only translated foreign entries are looked up in the file; kumactl's output has none,
+    // and the file's entries (thousands, maybe) are then not copied.
+    let lookups = translated.chains.iter().any(|c| !c.is_owned())
+        || translated.rules.iter().any(|r| !r.is_owned());
+    let existing = if lookups {
+        document.config()
+    } else {
+        DirectConfig::default()
+    };
     let chains = translated
         .chains
         .iter()

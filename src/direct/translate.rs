@@ -77,7 +77,9 @@ fn existing_rules(
     let mut rules: Vec<(i32, Vec<String>)> = current
         .rules
         .iter()
-        .filter(|r| r.is_owned() && r.ipv == ipv && r.table == table && r.chain == chain)
+        // The cheap comparisons first: this runs once per chain over all current rules,
+        // foreign ones included.
+        .filter(|r| r.ipv == ipv && r.table == table && r.chain == chain && r.is_owned())
         .map(|r| (r.priority, r.args.clone()))
         .collect();
     rules.sort_by_key(|(priority, _)| *priority);

@@ -170,12 +170,29 @@ impl Document {
     /// What firewalld loads from this file: all effective entries in document order, each
     /// only once (firewalld ignores a repeated entry with a warning).
     pub fn config(&self) -> DirectConfig {
+        self.effective(|_| true)
+    }
+
+    /// Our part of [`Document::config`] (`config().owned()`), without copying the foreign
+    /// entries first: planning our entries needs only these, and a file may hold thousands of
+    /// foreign ones.
+    pub fn owned_config(&self) -> DirectConfig {
+        self.effective(Entry::is_owned)
+    }
+
+    /// The effective entries that `keep` accepts, in document order, each only once.
+    fn effective(&self, keep: impl Fn(&Entry) -> bool) -> DirectConfig {
+        let kept = || {
+            self.entries
+                .iter()
+                .map(|located| &located.entry)
+                .filter(|entry| entry.is_effective() && keep(entry))
+        };
         // Sized up front: growing the set would hash every entry again.
-        let mut seen = HashSet::with_capacity(self.entries.len());
+        let mut seen = HashSet::with_capacity(kept().count());
         let mut config = DirectConfig::default();
-        for located in &self.entries {
-            let entry = &located.entry;
-            if !entry.is_effective() || !seen.insert(entry) {
+        for entry in kept() {
+            if !seen.insert(entry) {
                 continue;
             }
             match entry {
@@ -1751,6 +1768,35 @@ mod tests {
                 rules: vec![
                     rule("ipv4", "nat", "OUTPUT", 0, &["-j", "A"]),
                     rule("ipv4", "nat", "OUTPUT", 1, &["-j", "A"]),
+                ],
+                passthroughs: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn owned_config_is_our_part_of_config() {
+        let text = r#"<direct>
+  <chain ipv="ipv4" table="nat" chain="KUMA_MESH_X"/>
+  <rule ipv="ipv4" table="nat" chain="KUMA_MESH_X" priority="0"></rule>
+  <rule ipv="ipv4" table="nat" chain="OUTPUT" priority="0">-j RETURN</rule>
+  <rule ipv="ipv4" table="nat" chain="KUMA_MESH_X" priority="0">-j RETURN</rule>
+  <chain ipv="eb" table="nat" chain="KUMA_MESH_X"/>
+  <rule ipv="ipv4" table="nat" chain="OUTPUT" priority="1">-j KUMA_MESH_X</rule>
+  <rule ipv="ipv4" table="nat" chain="KUMA_MESH_X" priority="0">-j   RETURN</rule>
+  <chain ipv="ipv4" table="nat" chain="KUMA_MESH_X"/>
+</direct>
+"#;
+        let document = parse(text).unwrap();
+        let owned = document.owned_config();
+        assert_eq!(owned, document.config().owned());
+        assert_eq!(
+            owned,
+            DirectConfig {
+                chains: vec![chain("ipv4", "nat", "KUMA_MESH_X")],
+                rules: vec![
+                    rule("ipv4", "nat", "KUMA_MESH_X", 0, &["-j", "RETURN"]),
+                    rule("ipv4", "nat", "OUTPUT", 1, &["-j", "KUMA_MESH_X"]),
                 ],
                 passthroughs: vec![],
             }
