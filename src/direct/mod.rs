@@ -17,14 +17,14 @@ pub use translate::translate;
 
 use crate::ruleset::{is_owned_chain, Family, COMMENT_PREFIX};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DirectChain {
     pub ipv: String,
     pub table: String,
     pub chain: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DirectRule {
     pub ipv: String,
     pub table: String,
@@ -33,7 +33,7 @@ pub struct DirectRule {
     pub args: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Passthrough {
     pub ipv: String,
     pub args: Vec<String>,

@@ -80,11 +80,26 @@ pub struct Located<T> {
 }
 
 /// A parsed `direct.xml` that remembers its exact text.
+///
+/// Only our entries are kept as values; of the others only where they are. Editing the
+/// file and planning our entries need no more, and a file may hold thousands of foreign
+/// entries: [`Document::entries`] and [`Document::config`] read them again from the text.
 #[derive(Clone, Debug)]
 pub struct Document {
     text: String,
     root: Root,
-    entries: Vec<Located<Entry>>,
+    /// Every entry, in document order.
+    places: Vec<Place>,
+    /// The entries we own, in document order (repeats and entries without arguments
+    /// included).
+    owned: Vec<Located<Entry>>,
+}
+
+/// Where an entry is (its bytes, start tag to end tag) and whether it is ours.
+#[derive(Clone, Debug)]
+struct Place {
+    span: Range<usize>,
+    owned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -103,13 +118,14 @@ enum Root {
 /// rule without arguments, a priority outside i32, a non-UTF-8 encoding declaration with
 /// non-ASCII content are refused too.
 pub fn parse(text: &str) -> Result<Document, DirectXmlError> {
-    let parser = Parser::new(text, false);
+    let parser = Parser::new(text, false, Keep::Owned);
     let mut state = State::new();
     let root = parser.run(&mut state)?;
     Ok(Document {
         text: text.to_string(),
         root,
-        entries: state.entries,
+        places: state.places,
+        owned: state.entries,
     })
 }
 
@@ -135,7 +151,7 @@ pub struct Lenient {
 /// second root element, a DOCTYPE, an unusable encoding) stop it. `parse(text)` succeeds
 /// exactly when `parse_lenient(text).problems` is empty, with the same entries.
 pub fn parse_lenient(text: &str) -> Lenient {
-    let parser = Parser::new(text, true);
+    let parser = Parser::new(text, true, Keep::All);
     let mut state = State::new();
     let outcome = parser.run(&mut state);
     let mut problems = parser.recorded.into_inner();
@@ -162,46 +178,28 @@ impl Document {
     }
 
     /// Every `<chain>`, `<rule>` and `<passthrough>` in document order, including rules and
-    /// passthroughs without arguments (see [`Entry::is_effective`]) and duplicates.
-    pub fn entries(&self) -> &[Located<Entry>] {
-        &self.entries
+    /// passthroughs without arguments (see [`Entry::is_effective`]) and duplicates. Read
+    /// again from the text, which costs about as much as parsing it.
+    pub fn entries(&self) -> Vec<Located<Entry>> {
+        let parser = Parser::new(&self.text, false, Keep::All);
+        let mut state = State::new();
+        parser
+            .run(&mut state)
+            .expect("the text parsed when the document was made");
+        state.entries
     }
 
     /// What firewalld loads from this file: all effective entries in document order, each
-    /// only once (firewalld ignores a repeated entry with a warning).
+    /// only once (firewalld ignores a repeated entry with a warning). Reads the entries
+    /// again (see [`Document::entries`]).
     pub fn config(&self) -> DirectConfig {
-        self.effective(|_| true)
+        effective(self.entries())
     }
 
-    /// Our part of [`Document::config`] (`config().owned()`), without copying the foreign
-    /// entries first: planning our entries needs only these, and a file may hold thousands of
-    /// foreign ones.
+    /// Our part of [`Document::config`] (`config().owned()`), from the entries the document
+    /// keeps: planning our entries needs no more.
     pub fn owned_config(&self) -> DirectConfig {
-        self.effective(Entry::is_owned)
-    }
-
-    /// The effective entries that `keep` accepts, in document order, each only once.
-    fn effective(&self, keep: impl Fn(&Entry) -> bool) -> DirectConfig {
-        let kept = || {
-            self.entries
-                .iter()
-                .map(|located| &located.entry)
-                .filter(|entry| entry.is_effective() && keep(entry))
-        };
-        // Sized up front: growing the set would hash every entry again.
-        let mut seen = HashSet::with_capacity(kept().count());
-        let mut config = DirectConfig::default();
-        for entry in kept() {
-            if !seen.insert(entry) {
-                continue;
-            }
-            match entry {
-                Entry::Chain(chain) => config.chains.push(chain.clone()),
-                Entry::Rule(rule) => config.rules.push(rule.clone()),
-                Entry::Passthrough(p) => config.passthroughs.push(p.clone()),
-            }
-        }
-        config
+        effective(self.owned.clone())
     }
 
     /// The file's new text with `desired` as our entries: every owned element is removed
@@ -225,10 +223,10 @@ impl Document {
         };
 
         let removals: Vec<Range<usize>> = self
-            .entries
+            .places
             .iter()
-            .filter(|located| located.entry.is_owned())
-            .map(|located| removal_range(text, &located.span, end_tag, newline))
+            .filter(|place| place.owned)
+            .map(|place| removal_range(text, &place.span, end_tag, newline))
             .collect();
 
         let indent = self.child_indent();
@@ -290,18 +288,42 @@ impl Document {
     /// our entries again does not change where they go.
     fn child_indent(&self) -> &str {
         let text = self.text.as_str();
-        for located in &self.entries {
-            if located.entry.is_owned() {
+        for place in &self.places {
+            if place.owned {
                 continue;
             }
-            let start = line_start(text, located.span.start);
-            let prefix = &text[start..located.span.start];
+            let start = line_start(text, place.span.start);
+            let prefix = &text[start..place.span.start];
             if start > 0 && is_blank(prefix) {
                 return prefix;
             }
         }
         "  "
     }
+}
+
+/// The effective entries of `entries`, in order, each only once.
+fn effective(entries: Vec<Located<Entry>>) -> DirectConfig {
+    let first: Vec<bool> = {
+        // Sized up front: growing the set would hash every entry again.
+        let mut seen = HashSet::with_capacity(entries.len());
+        entries
+            .iter()
+            .map(|located| located.entry.is_effective() && seen.insert(&located.entry))
+            .collect()
+    };
+    let mut config = DirectConfig::default();
+    for (located, first) in entries.into_iter().zip(first) {
+        if !first {
+            continue;
+        }
+        match located.entry {
+            Entry::Chain(chain) => config.chains.push(chain),
+            Entry::Rule(rule) => config.rules.push(rule),
+            Entry::Passthrough(p) => config.passthroughs.push(p),
+        }
+    }
+    config
 }
 
 /// `\r\n` when the file's first line ends that way, else `\n`.
@@ -509,16 +531,21 @@ fn shell_quote(arg: &str) -> String {
 /// errors are Python's messages: `No closing quotation`, `No escaped character`.
 pub fn split_args(text: &str) -> Result<Vec<String>, String> {
     let mut args = Vec::new();
-    split_into(text.chars(), &mut String::new(), &mut args)?;
+    split_into(text, false, &mut String::new(), |arg| {
+        args.push(arg.to_owned())
+    })?;
     Ok(args)
 }
 
-/// [`split_args`] over `chars`, appending to `args`; `token` is scratch space, so that a
-/// caller splitting many texts allocates only the arguments themselves.
+/// [`split_args`] handing each argument to `emit` (`token` is scratch space, so that a
+/// caller splitting many texts need not allocate for each argument). With
+/// `newlines_as_spaces`, every newline is a space first, as firewalld does with the text of
+/// an element.
 fn split_into(
-    chars: impl Iterator<Item = char>,
+    text: &str,
+    newlines_as_spaces: bool,
     token: &mut String,
-    args: &mut Vec<String>,
+    mut emit: impl FnMut(&str),
 ) -> Result<(), &'static str> {
     #[derive(Clone, Copy)]
     enum State {
@@ -532,6 +559,13 @@ fn split_into(
     }
     let is_blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
 
+    let chars = text.chars().map(|c| {
+        if newlines_as_spaces && c == '\n' {
+            ' '
+        } else {
+            c
+        }
+    });
     token.clear();
     // Whether the current token had quotes: `''` is an argument, nothing is none.
     let mut quoted = false;
@@ -540,7 +574,7 @@ fn split_into(
         state = match state {
             State::Blank | State::Word if is_blank(c) => {
                 if !token.is_empty() || quoted {
-                    args.push(token.as_str().to_owned());
+                    emit(token);
                     token.clear();
                     quoted = false;
                 }
@@ -585,7 +619,7 @@ fn split_into(
         State::Escaped { .. } => Err("No escaped character"),
         State::Blank | State::Word => {
             if !token.is_empty() || quoted {
-                args.push(token.as_str().to_owned());
+                emit(token);
             }
             Ok(())
         }
@@ -630,32 +664,48 @@ impl Kind {
     }
 }
 
-/// An element of `<direct>` whose end tag has not been seen yet.
+/// Which entries the parser keeps as values; it records where every entry is either way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    All,
+    Owned,
+}
+
+/// An element of `<direct>` whose end tag has not been seen yet. Its attributes are in
+/// the scratch entry of its kind, its text in the scratch text.
 struct Open {
     kind: Kind,
     start: usize,
-    /// The entry with empty args until the text is complete; None when the element has a
-    /// problem (lenient parsing only), so that it is read to its end and left out.
-    entry: Option<Entry>,
+    /// False when the element has a problem (lenient parsing only), so that it is read to
+    /// its end and left out.
+    valid: bool,
 }
 
 struct State<'t> {
     stage: Stage,
     root: Option<Root>,
     root_start: usize,
+    /// Every entry read.
+    places: Vec<Place>,
+    /// The entries kept (see [`Keep`]).
     entries: Vec<Located<Entry>>,
     scratch: Scratch<'t>,
 }
 
-/// Buffers reused from one element to the next, so that reading an entry allocates little
-/// more than the entry itself (a 10,000-rule file used to spend most of its time in malloc).
+/// Buffers reused from one element to the next, so that reading an entry allocates
+/// nothing unless it is kept (a 10,000-rule file used to spend most of its time in malloc).
 #[derive(Default)]
 struct Scratch<'t> {
     /// The open child's text content, unescaped, with XML's end-of-line handling (only one
     /// child of `<direct>` is open at a time: deeper elements are refused or skipped).
     text: String,
     token: String,
-    args: Vec<String>,
+    /// The element being read, filled in place; a kept entry is a copy.
+    chain: DirectChain,
+    rule: DirectRule,
+    passthrough: Passthrough,
+    /// Strings of earlier arguments, to be filled again.
+    spare: Vec<String>,
     attributes: Vec<RawAttribute<'t>>,
 }
 
@@ -665,6 +715,7 @@ impl State<'_> {
             stage: Stage::Prolog,
             root: None,
             root_start: 0,
+            places: Vec::new(),
             entries: Vec::new(),
             scratch: Scratch::default(),
         }
@@ -703,12 +754,13 @@ struct Parser<'t> {
     lines: Vec<usize>,
     /// Whether problems that leave the rest readable are recorded instead of returned.
     lenient: bool,
+    keep: Keep,
     /// The problems recorded so far (lenient parsing only).
     recorded: RefCell<Vec<DirectXmlError>>,
 }
 
 impl<'t> Parser<'t> {
-    fn new(text: &'t str, lenient: bool) -> Self {
+    fn new(text: &'t str, lenient: bool, keep: Keep) -> Self {
         let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
         let mut lines = vec![0];
         lines.extend(text.match_indices('\n').map(|(i, _)| i + 1));
@@ -717,6 +769,7 @@ impl<'t> Parser<'t> {
             bom,
             lines,
             lenient,
+            keep,
             recorded: RefCell::new(Vec::new()),
         }
     }
@@ -854,9 +907,7 @@ impl<'t> Parser<'t> {
                 Event::Empty(start) => self.start_tag(state, &start, true, at, end)?,
                 Event::End(_) => match std::mem::replace(&mut state.stage, Stage::Epilog) {
                     Stage::Child(open) => {
-                        state
-                            .entries
-                            .extend(self.finish(open, end, &mut state.scratch)?);
+                        self.finish(open, end, state)?;
                         state.stage = Stage::Root;
                     }
                     Stage::Skip { depth, parent } => {
@@ -935,13 +986,11 @@ impl<'t> Parser<'t> {
                 let open = Open {
                     kind,
                     start: at,
-                    entry: self.entry(kind, start, at, &mut state.scratch.attributes)?,
+                    valid: self.start_entry(kind, start, at, &mut state.scratch)?,
                 };
                 state.scratch.text.clear();
                 if empty {
-                    state
-                        .entries
-                        .extend(self.finish(open, end, &mut state.scratch)?);
+                    self.finish(open, end, state)?;
                 } else {
                     state.stage = Stage::Child(open);
                 }
@@ -956,7 +1005,7 @@ impl<'t> Parser<'t> {
                 ))?;
                 // Lenient: the enclosing element is left out too, its content being unclear.
                 self.attributes(start, at, &mut state.scratch.attributes)?;
-                open.entry = None;
+                open.valid = false;
                 if !empty {
                     let parent = std::mem::replace(&mut state.stage, Stage::Epilog);
                     state.stage = Stage::Skip {
@@ -1196,17 +1245,18 @@ impl<'t> Parser<'t> {
         Ok(Cow::Owned(value))
     }
 
-    /// The entry of a `<chain>`, `<rule>` or `<passthrough>` start tag (args still empty);
-    /// None when lenient and the tag has a problem (each one is recorded). `attributes` is
-    /// scratch space.
-    fn entry(
+    /// Reads the attributes of a `<chain>`, `<rule>` or `<passthrough>` start tag into the
+    /// scratch entry of its kind (args untouched). False when lenient and the tag has a
+    /// problem (each one is recorded).
+    fn start_entry(
         &self,
         kind: Kind,
         start: &BytesStart<'_>,
         at: usize,
-        attributes: &mut Vec<RawAttribute<'t>>,
-    ) -> Result<Option<Entry>, DirectXmlError> {
-        self.attributes(start, at, attributes)?;
+        scratch: &mut Scratch<'t>,
+    ) -> Result<bool, DirectXmlError> {
+        self.attributes(start, at, &mut scratch.attributes)?;
+        let attributes = &scratch.attributes;
         let element = kind.name();
         let before = self.recorded_count();
         // The value and its offset of each attribute firewalld requires (in the order of
@@ -1274,83 +1324,100 @@ impl<'t> Parser<'t> {
             }
         }
         if self.recorded_count() > before {
-            return Ok(None);
+            return Ok(false);
         }
 
         // No problem recorded: every attribute is there and valid.
-        let mut take = |i: usize| -> String {
+        let value = |i: usize| -> &str {
             values[i]
-                .take()
-                .map(|(value, _)| value.into_owned())
+                .as_ref()
+                .map(|(value, _)| value.as_ref())
                 .expect("no problem recorded: every attribute is there")
         };
-        let ipv = take(0);
-        Ok(Some(match kind {
-            Kind::Passthrough => Entry::Passthrough(Passthrough {
-                ipv,
-                args: Vec::new(),
-            }),
-            Kind::Chain => Entry::Chain(DirectChain {
-                ipv,
-                table: take(1),
-                chain: take(2),
-            }),
-            Kind::Rule => Entry::Rule(DirectRule {
-                ipv,
-                table: take(1),
-                chain: take(2),
-                priority: priority.expect("no problem recorded: the priority is valid"),
-                args: Vec::new(),
-            }),
-        }))
+        match kind {
+            Kind::Chain => {
+                let chain = &mut scratch.chain;
+                fill(&mut chain.ipv, value(0));
+                fill(&mut chain.table, value(1));
+                fill(&mut chain.chain, value(2));
+            }
+            Kind::Rule => {
+                let rule = &mut scratch.rule;
+                fill(&mut rule.ipv, value(0));
+                fill(&mut rule.table, value(1));
+                fill(&mut rule.chain, value(2));
+                rule.priority = priority.expect("no problem recorded: the priority is valid");
+            }
+            Kind::Passthrough => fill(&mut scratch.passthrough.ipv, value(0)),
+        }
+        Ok(true)
     }
 
-    /// Completes an element whose end is at `end`: its text (in `scratch`) becomes the
-    /// args. None when the element was left out or (lenient) its arguments cannot be split.
-    fn finish(
-        &self,
-        open: Open,
-        end: usize,
-        scratch: &mut Scratch<'_>,
-    ) -> Result<Option<Located<Entry>>, DirectXmlError> {
-        let Some(mut entry) = open.entry else {
-            return Ok(None);
-        };
-        let args = match &mut entry {
-            Entry::Chain(_) => None,
-            Entry::Rule(rule) => Some(&mut rule.args),
-            Entry::Passthrough(passthrough) => Some(&mut passthrough.args),
+    /// Completes an element whose end is at `end`: its text (in the scratch text) is split
+    /// into the args, its place recorded, and the entry kept when [`Keep`] says so. Nothing
+    /// when the element was left out or (lenient) its arguments cannot be split.
+    fn finish(&self, open: Open, end: usize, state: &mut State<'t>) -> Result<(), DirectXmlError> {
+        if !open.valid {
+            return Ok(());
+        }
+        let scratch = &mut state.scratch;
+        let args = match open.kind {
+            Kind::Chain => None,
+            Kind::Rule => Some(&mut scratch.rule.args),
+            Kind::Passthrough => Some(&mut scratch.passthrough.args),
         };
         if let Some(args) = args {
+            // The previous element's argument strings are filled again.
+            scratch.spare.append(args);
+            let spare = &mut scratch.spare;
             // firewalld turns every newline of the content into a space before splitting.
-            let text = scratch
-                .text
-                .chars()
-                .map(|c| if c == '\n' { ' ' } else { c });
-            scratch.args.clear();
-            match split_into(text, &mut scratch.token, &mut scratch.args) {
-                // Drained into a vector of exactly the right size.
-                Ok(()) => *args = scratch.args.drain(..).collect(),
-                Err(message) => {
-                    self.soft(self.error(
-                        open.start,
-                        format!(
-                            "{}: cannot split the arguments: {message}",
-                            open.kind.name()
-                        ),
-                    ))?;
-                    return Ok(None);
-                }
+            let split = split_into(&scratch.text, true, &mut scratch.token, |arg| {
+                let mut string = spare.pop().unwrap_or_default();
+                fill(&mut string, arg);
+                args.push(string);
+            });
+            if let Err(message) = split {
+                return self.soft(self.error(
+                    open.start,
+                    format!(
+                        "{}: cannot split the arguments: {message}",
+                        open.kind.name()
+                    ),
+                ));
             }
         }
-        let position = self.error(open.start, "");
-        Ok(Some(Located {
-            line: position.line,
-            column: position.column,
-            span: open.start..end,
-            entry,
-        }))
+        let owned = match open.kind {
+            Kind::Chain => scratch.chain.is_owned(),
+            Kind::Rule => scratch.rule.is_owned(),
+            Kind::Passthrough => scratch.passthrough.is_owned(),
+        };
+        let span = open.start..end;
+        state.places.push(Place {
+            span: span.clone(),
+            owned,
+        });
+        if owned || self.keep == Keep::All {
+            let entry = match open.kind {
+                Kind::Chain => Entry::Chain(scratch.chain.clone()),
+                Kind::Rule => Entry::Rule(scratch.rule.clone()),
+                Kind::Passthrough => Entry::Passthrough(scratch.passthrough.clone()),
+            };
+            let position = self.error(open.start, "");
+            state.entries.push(Located {
+                line: position.line,
+                column: position.column,
+                span,
+                entry,
+            });
+        }
+        Ok(())
     }
+}
+
+/// Sets `string` to `value`, reusing its buffer.
+fn fill(string: &mut String, value: &str) {
+    string.clear();
+    string.push_str(value);
 }
 
 fn is_hex(s: &str) -> bool {
