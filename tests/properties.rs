@@ -295,6 +295,15 @@ proptest! {
         prop_assert_eq!(split_args(&join_args(&args)), Ok(args));
     }
 
+    /// Text without quotes or backslashes is split by a shortcut; the same text followed
+    /// by an empty quoted argument goes through the full state machine, which must agree.
+    #[test]
+    fn unquoted_text_splits_like_quoted_text(text in "[a-z#$;\u{a0}\u{b}\u{c}ü日 \t\r\n-]{0,20}") {
+        let mut want = split_args(&text).unwrap();
+        want.push(String::new());
+        prop_assert_eq!(split_args(&format!("{text} ''")), Ok(want));
+    }
+
     /// A rule's chain, priority and arguments come back from a written file unchanged.
     #[test]
     fn a_rule_survives_render_and_parse(rule in any_rule()) {

@@ -10,7 +10,7 @@
 //! and `\`).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -559,6 +559,25 @@ fn split_into(
     }
     let is_blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
 
+    // Without quotes and backslashes (most rules) the arguments are the runs of non-blank
+    // characters, newlines outside quotes being blanks anyway: they are cut out of the
+    // text instead of being copied one character at a time. The blanks are ASCII, so
+    // bytes will do.
+    if !text.bytes().any(|b| matches!(b, b'\'' | b'"' | b'\\')) {
+        let mut start = 0;
+        for (i, b) in text.bytes().enumerate() {
+            if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                if start < i {
+                    emit(&text[start..i]);
+                }
+                start = i + 1;
+            }
+        }
+        if start < text.len() {
+            emit(&text[start..]);
+        }
+        return Ok(());
+    }
     let chars = text.chars().map(|c| {
         if newlines_as_spaces && c == '\n' {
             ' '
@@ -751,7 +770,8 @@ struct Parser<'t> {
     text: &'t str,
     /// Length of a leading byte order mark, which the XML reader does not see.
     bom: usize,
-    lines: Vec<usize>,
+    /// Where each line starts, made when a position is first needed (most parses need none).
+    lines: OnceCell<Vec<usize>>,
     /// Whether problems that leave the rest readable are recorded instead of returned.
     lenient: bool,
     keep: Keep,
@@ -762,12 +782,10 @@ struct Parser<'t> {
 impl<'t> Parser<'t> {
     fn new(text: &'t str, lenient: bool, keep: Keep) -> Self {
         let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-        let mut lines = vec![0];
-        lines.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Parser {
             text,
             bom,
-            lines,
+            lines: OnceCell::new(),
             lenient,
             keep,
             recorded: RefCell::new(Vec::new()),
@@ -790,8 +808,13 @@ impl<'t> Parser<'t> {
 
     fn error(&self, offset: usize, message: impl Into<String>) -> DirectXmlError {
         let offset = offset.min(self.text.len());
-        let line = self.lines.partition_point(|&start| start <= offset);
-        let start = self.lines[line - 1];
+        let lines = self.lines.get_or_init(|| {
+            let mut lines = vec![0];
+            lines.extend(self.text.match_indices('\n').map(|(i, _)| i + 1));
+            lines
+        });
+        let line = lines.partition_point(|&start| start <= offset);
+        let start = lines[line - 1];
         // The offset may point into a multi-byte character: count the characters before it.
         let column = self.text.as_bytes()[start..offset]
             .iter()
@@ -1258,12 +1281,22 @@ impl<'t> Parser<'t> {
         self.attributes(start, at, &mut scratch.attributes)?;
         let attributes = &scratch.attributes;
         let element = kind.name();
+        let names = kind.attributes();
         let before = self.recorded_count();
-        // The value and its offset of each attribute firewalld requires (in the order of
-        // `kind.attributes()`), None when missing.
+        // Each attribute firewalld requires as written (in the order of `names`, None when
+        // missing), in one pass; and whether there are others (the reader refuses repeats).
+        let mut found = [None; 4];
+        let mut unexpected = false;
+        for attribute in attributes {
+            match names.iter().position(|&name| name == attribute.key) {
+                Some(i) => found[i] = Some(attribute),
+                None => unexpected = true,
+            }
+        }
+        // The value and its offset of each of them.
         let mut values: [Option<(Cow<'t, str>, usize)>; 4] = Default::default();
-        for (slot, &name) in values.iter_mut().zip(kind.attributes()) {
-            match attributes.iter().find(|a| a.key == name) {
+        for ((slot, attribute), &name) in values.iter_mut().zip(found).zip(names) {
+            match attribute {
                 Some(attribute) => {
                     let value = self.attribute_value(attribute.value, attribute.value_at)?;
                     *slot = Some((value, attribute.value_at));
@@ -1273,14 +1306,13 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        for extra in attributes
-            .iter()
-            .filter(|a| !kind.attributes().contains(&a.key))
-        {
-            self.soft(self.error(
-                extra.key_at,
-                format!("{element}: unexpected attribute {}", extra.key),
-            ))?;
+        if unexpected {
+            for extra in attributes.iter().filter(|a| !names.contains(&a.key)) {
+                self.soft(self.error(
+                    extra.key_at,
+                    format!("{element}: unexpected attribute {}", extra.key),
+                ))?;
+            }
         }
 
         // The tables of a valid ipv.
