@@ -10,8 +10,9 @@
 //! says where each rule ends up, and [`restore_check`] builds the `iptables-restore
 //! --test` input that finds the rules iptables itself rejects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{hash_map, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::hash::Hash;
 
 use super::{tables_of, DirectConfig, DirectRule, Passthrough};
 use crate::format::restore::quote;
@@ -268,57 +269,26 @@ struct Effective {
 
 fn effective(config: &DirectConfig, problems: Option<&mut Vec<Problem>>) -> Effective {
     let mut found = Vec::new();
-    let mut keep = |len: usize,
-                    key: &dyn Fn(usize) -> String,
-                    empty: &dyn Fn(usize) -> bool,
-                    subject: fn(usize) -> Subject,
-                    what: &str|
-     -> Vec<usize> {
-        let mut first: HashMap<String, usize> = HashMap::new();
-        let mut kept = Vec::new();
-        for i in 0..len {
-            if empty(i) {
-                found.push(Problem {
-                    subject: subject(i),
-                    message: "has no arguments: firewalld ignores it".to_string(),
-                    other: None,
-                });
-                continue;
-            }
-            match first.get(&key(i)) {
-                Some(&earlier) => found.push(Problem {
-                    subject: subject(i),
-                    message: format!("repeats an earlier {what}: firewalld ignores the repeat"),
-                    other: Some(subject(earlier)),
-                }),
-                None => {
-                    first.insert(key(i), i);
-                    kept.push(i);
-                }
-            }
-        }
-        kept
-    };
-    let chains = keep(
-        config.chains.len(),
-        &|i| format!("{:?}", config.chains[i]),
-        &|_| false,
+    let chains = first_of(
+        &config.chains,
+        |_| false,
         Subject::Chain,
         "chain",
+        &mut found,
     );
-    let rules = keep(
-        config.rules.len(),
-        &|i| format!("{:?}", config.rules[i]),
-        &|i| config.rules[i].args.is_empty(),
+    let rules = first_of(
+        &config.rules,
+        |r| r.args.is_empty(),
         Subject::Rule,
         "rule",
+        &mut found,
     );
-    let passthroughs = keep(
-        config.passthroughs.len(),
-        &|i| format!("{:?}", config.passthroughs[i]),
-        &|i| config.passthroughs[i].args.is_empty(),
+    let passthroughs = first_of(
+        &config.passthroughs,
+        |p| p.args.is_empty(),
         Subject::Passthrough,
         "passthrough",
+        &mut found,
     );
     if let Some(problems) = problems {
         problems.extend(found);
@@ -328,6 +298,42 @@ fn effective(config: &DirectConfig, problems: Option<&mut Vec<Problem>>) -> Effe
         rules,
         passthroughs,
     }
+}
+
+/// The indexes of the items firewalld keeps: not `empty`, and the first of equal ones.
+/// Each item left out is a problem in `found`.
+fn first_of<T: Eq + Hash>(
+    items: &[T],
+    empty: impl Fn(&T) -> bool,
+    subject: fn(usize) -> Subject,
+    what: &str,
+    found: &mut Vec<Problem>,
+) -> Vec<usize> {
+    // Keyed by the items themselves (a file may hold thousands).
+    let mut first: HashMap<&T, usize> = HashMap::with_capacity(items.len());
+    let mut kept = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if empty(item) {
+            found.push(Problem {
+                subject: subject(i),
+                message: "has no arguments: firewalld ignores it".to_string(),
+                other: None,
+            });
+            continue;
+        }
+        match first.entry(item) {
+            hash_map::Entry::Occupied(earlier) => found.push(Problem {
+                subject: subject(i),
+                message: format!("repeats an earlier {what}: firewalld ignores the repeat"),
+                other: Some(subject(*earlier.get())),
+            }),
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(i);
+                kept.push(i);
+            }
+        }
+    }
+    kept
 }
 
 /// One chain as firewalld sets it up.
