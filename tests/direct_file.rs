@@ -432,6 +432,17 @@ fn malformed_text_is_never_written() {
             .unwrap_err()
     );
     assert!(message.contains("line 2, column 3"), "{message}");
+    // The file read with a bad entry added at its end, as an edit of ours would add one
+    // (only the end is read again, but the error has its true place).
+    let edited = good.replace(
+        "</direct>",
+        "  <chain ipv=\"ipv4\" table=\"filter\"/>\n</direct>",
+    );
+    let message = format!("{:#}", file.write(&edited, Some(&loaded)).unwrap_err());
+    assert!(
+        message.contains("line 15, column 3: chain: missing attribute chain"),
+        "{message}"
+    );
     assert_eq!(fs::read_to_string(file.path()).unwrap(), good);
     assert_eq!(
         listing(dir.path()),

@@ -702,6 +702,65 @@ proptest! {
     }
 }
 
+/// Edits that break a direct.xml in different ways (or not at all): what
+/// `check_successor_agrees_with_parse` puts somewhere into a file.
+const EDITS: &[&str] = &[
+    "",
+    " ",
+    "\n",
+    "x",
+    "ü",
+    "\u{1}",
+    "<",
+    ">",
+    "&",
+    "&amp;",
+    "&nope;",
+    "]]>",
+    "'",
+    "\"",
+    "<!--",
+    "-->",
+    "<!-- c -->",
+    "<![CDATA[ ]]>",
+    "<?xml version=\"1.0\"?>",
+    "<!DOCTYPE direct>",
+    "<direct>",
+    "</direct>",
+    "</rule>",
+    "<chain ipv=\"ipv4\" table=\"filter\" chain=\"X\"/>",
+    "<chain ipv=\"ipv4\" table=\"broute\" chain=\"X\"/>",
+    "<rule ipv=\"ipv4\" table=\"filter\" chain=\"X\" priority=\"1\">-j ACCEPT</rule>",
+    "<rule ipv=\"ipv4\" table=\"filter\" chain=\"X\" priority=\"1\">'open</rule>",
+    "<passthrough ipv=\"eb\">-L</passthrough>",
+];
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    /// `check_successor` reads only the end of a text it can: its verdict (and error) on
+    /// any text, whatever was changed where, is parse's.
+    #[test]
+    fn check_successor_agrees_with_parse(
+        entries in foreign_entries(),
+        layout in layout(),
+        desired in owned_config(),
+        at in any::<prop::sample::Index>(),
+        removed in 0usize..3,
+        edit in select(EDITS),
+    ) {
+        let file = hand_written(&entries, &layout);
+        let document = parse(&file).unwrap();
+        let mut text = document.with_owned(&desired);
+        // `removed` characters at a random place replaced by `edit`.
+        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+        let start = boundaries[at.index(boundaries.len())];
+        let end = boundaries[(at.index(boundaries.len()) + removed).min(boundaries.len() - 1)];
+        text.replace_range(start..end, edit);
+        prop_assert_eq!(document.check_successor(&text), parse(&text).map(|_| ()), "{}", text);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // (d) plans
 

@@ -114,7 +114,13 @@ impl DirectFile {
 
     fn replace_file(&self, text: &str, previous: Option<&Loaded>, backup: bool) -> Result<()> {
         let path = self.path.display();
-        if let Err(e) = direct_xml::parse(text) {
+        // A new version of the file read is checked from its first change on (the same
+        // verdict as parsing it all).
+        let parses = match previous {
+            Some(previous) => previous.document.check_successor(text),
+            None => direct_xml::parse(text).map(|_| ()),
+        };
+        if let Err(e) = parses {
             bail!("refusing to write {path}: the new text would be malformed: {e}");
         }
         let dir = self.dir();

@@ -202,6 +202,39 @@ impl Document {
         effective(self.owned.clone())
     }
 
+    /// Ok exactly when [`parse`] accepts `text` (with its error otherwise), for any text;
+    /// fast when `text` is a new version of this document's text changed near its end (as
+    /// [`Document::with_owned`] changes it): only what follows the last child of `<direct>`
+    /// that starts before the first changed byte is read.
+    pub fn check_successor(&self, text: &str) -> Result<(), DirectXmlError> {
+        let same = self
+            .text
+            .bytes()
+            .zip(text.bytes())
+            .take_while(|(old, new)| old == new)
+            .count();
+        let resume = self
+            .places
+            .partition_point(|place| place.span.start <= same)
+            .checked_sub(1)
+            .map(|i| self.places[i].span.start);
+        // The parser reads left to right, and `text` up to `resume` is what this document
+        // was read from: there, at the start of a child of `<direct>`, it was between
+        // children with only blanks in the text since the last markup. `<direct>` and the
+        // rest of `text` from there go through the same checks as the rest of `text` would
+        // after that prefix; only the encoding declaration is checked on the whole text,
+        // and a non-UTF-8 one is accepted only for ASCII text, so that an ASCII document
+        // turning non-ASCII is read in full. So is a text the shortcut refuses: the error
+        // is the one the whole text gives, with its true position.
+        let encoding_unchanged = text.is_ascii() || !self.text.is_ascii();
+        if let Some(rest) = resume.and_then(|at| text.get(at..)) {
+            if encoding_unchanged && parse(&format!("<direct>{rest}")).is_ok() {
+                return Ok(());
+            }
+        }
+        parse(text).map(|_| ())
+    }
+
     /// The file's new text with `desired` as our entries: every owned element is removed
     /// (with its line when it stands alone on it), everything else keeps its bytes, and the
     /// desired entries (chains, rules, passthroughs, in the given order; rules and
@@ -1900,6 +1933,24 @@ mod tests {
                 passthroughs: vec![],
             }
         );
+    }
+
+    #[test]
+    fn check_successor_reads_a_text_turning_non_ascii_in_full() {
+        // A non-UTF-8 declaration is fine while the file is ASCII.
+        let old = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<direct>\n  \
+                   <chain ipv=\"ipv4\" table=\"filter\" chain=\"A\"/>\n</direct>\n";
+        let document = parse(old).unwrap();
+        let added = |chain: &str| {
+            old.replace(
+                "</direct>",
+                &format!("  <chain ipv=\"ipv4\" table=\"filter\" chain=\"{chain}\"/>\n</direct>"),
+            )
+        };
+        assert_eq!(document.check_successor(&added("B")), Ok(()));
+        let error = parse(&added("Ü")).unwrap_err();
+        assert!(error.message.contains("encoding"), "{error}");
+        assert_eq!(document.check_successor(&added("Ü")), Err(error));
     }
 
     #[test]
