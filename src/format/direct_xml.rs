@@ -207,12 +207,7 @@ impl Document {
     /// [`Document::with_owned`] changes it): only what follows the last child of `<direct>`
     /// that starts before the first changed byte is read.
     pub fn check_successor(&self, text: &str) -> Result<(), DirectXmlError> {
-        let same = self
-            .text
-            .bytes()
-            .zip(text.bytes())
-            .take_while(|(old, new)| old == new)
-            .count();
+        let same = common_prefix(self.text.as_bytes(), text.as_bytes());
         let resume = self
             .places
             .partition_point(|place| place.span.start <= same)
@@ -333,6 +328,25 @@ impl Document {
         }
         "  "
     }
+}
+
+/// The length of the longest common prefix of `a` and `b`: compared a block at a time
+/// (memcmp) up to the first block that differs, then byte by byte.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let same_blocks = a
+        .chunks(BLOCK)
+        .zip(b.chunks(BLOCK))
+        .take_while(|(a, b)| a == b)
+        .count();
+    // The last block may be short.
+    let start = (same_blocks * BLOCK).min(a.len()).min(b.len());
+    start
+        + a[start..]
+            .iter()
+            .zip(&b[start..])
+            .take_while(|(a, b)| a == b)
+            .count()
 }
 
 /// The effective entries of `entries`, in order, each only once.
@@ -1933,6 +1947,22 @@ mod tests {
                 passthroughs: vec![],
             }
         );
+    }
+
+    #[test]
+    fn common_prefix_is_found_across_blocks() {
+        let a = "x".repeat(10_000);
+        for (b, want) in [
+            (a.clone(), 10_000),
+            (format!("{a}y"), 10_000),
+            (a[..4096].to_string(), 4096),
+            (format!("{}y{}", &a[..4096], &a[4097..]), 4096),
+            (format!("{}y", &a[..9000]), 9000),
+            (String::new(), 0),
+        ] {
+            assert_eq!(common_prefix(a.as_bytes(), b.as_bytes()), want);
+            assert_eq!(common_prefix(b.as_bytes(), a.as_bytes()), want);
+        }
     }
 
     #[test]
