@@ -66,7 +66,7 @@ pub fn for_changes(dry_run: bool, firewalld_config_dir: &Path) -> Result<Option<
     if dry_run || !host::is_root() {
         return Ok(None);
     }
-    let timeout = timeout_from_env()?;
+    let timeout = host::seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT).map_err(BadInput)?;
     let lock = Lock::acquire(Path::new(LOCK_FILE), Path::new(QUEUE_DIR), timeout)?;
     match lock.remove_stale_temp_files(firewalld_config_dir) {
         Ok(removed) if removed.is_empty() => {}
@@ -84,21 +84,6 @@ pub fn for_changes(dry_run: bool, firewalld_config_dir: &Path) -> Result<Option<
         ),
     }
     Ok(Some(lock))
-}
-
-fn timeout_from_env() -> Result<Duration> {
-    match std::env::var(TIMEOUT_ENV) {
-        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_TIMEOUT),
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(seconds) => Ok(Duration::from_secs(seconds)),
-            Err(_) => bail!(BadInput(format!(
-                "{TIMEOUT_ENV}: '{text}' is not a whole number of seconds"
-            ))),
-        },
-        Err(std::env::VarError::NotUnicode(_)) => bail!(BadInput(format!(
-            "{TIMEOUT_ENV}: not a whole number of seconds"
-        ))),
-    }
 }
 
 impl Lock {

@@ -52,7 +52,8 @@ pub fn find() -> Result<Presence> {
     if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
         return Ok(Presence::Absent);
     }
-    let timeout = start_timeout_from_env()?;
+    let timeout = crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+        .map_err(BadInput)?;
     // Asked at once: the answer is needed as soon as firewalld turns out to be running.
     let asking = connection.clone();
     let settings = std::thread::spawn(move || {
@@ -99,21 +100,6 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";
 /// How long firewalld may take to answer before we tell the operator we are waiting.
 const PATIENCE: Duration = Duration::from_secs(1);
-
-fn start_timeout_from_env() -> Result<Duration> {
-    let text = match std::env::var(START_TIMEOUT_ENV) {
-        Err(std::env::VarError::NotPresent) => return Ok(DEFAULT_START_TIMEOUT),
-        Ok(text) => text,
-        Err(std::env::VarError::NotUnicode(_)) => String::new(),
-    };
-    match text.trim().parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => bail!(BadInput(format!(
-            "{START_TIMEOUT_ENV}: '{}' is not a whole number of seconds",
-            text.escape_debug()
-        ))),
-    }
-}
 
 /// firewalld's main properties (`state`, `version`), waiting while it starts.
 ///
