@@ -279,6 +279,19 @@ impl Firewalld {
         Ok(done)
     }
 
+    /// Reverts `done` and says how that went, naming the changes `what`.
+    fn undo_described(&self, done: &[&Change], what: &str) -> String {
+        let failures = self.undo(done);
+        if failures.is_empty() {
+            format!("{what} were undone, nothing is changed")
+        } else {
+            format!(
+                "undoing {what} failed too ({}); run uninstall",
+                failures.join("; ")
+            )
+        }
+    }
+
     /// Reverts `done` in reverse order; returns what could not be reverted.
     fn undo(&self, done: &[&Change]) -> Vec<String> {
         done.iter()
@@ -518,18 +531,10 @@ impl FirewalldBackend {
         });
         match (checked, applied) {
             (Ok(()), applied) => applied,
-            (Err(rejected), Ok(done)) => {
-                let undo_failures = self.firewalld.undo(&done);
-                let state = if undo_failures.is_empty() {
-                    "the runtime changes made meanwhile were undone, nothing is changed".to_string()
-                } else {
-                    format!(
-                        "undoing the runtime changes made meanwhile failed ({}); run uninstall",
-                        undo_failures.join("; ")
-                    )
-                };
-                Err(rejected.context(state))
-            }
+            (Err(rejected), Ok(done)) => Err(rejected.context(
+                self.firewalld
+                    .undo_described(&done, "the runtime changes made meanwhile"),
+            )),
             // firewalld refused a rule too, and undid what came before it.
             (Err(rejected), Err(refused)) => Err(rejected.context(format!("{refused:#}"))),
         }
@@ -567,15 +572,7 @@ impl Backend for FirewalldBackend {
         if let Some((permanent, settings)) = &plan.permanent {
             if !permanent.is_empty() {
                 if let Err(error) = self.firewalld.update_permanent(settings) {
-                    let undo_failures = self.firewalld.undo(&done);
-                    let state = if undo_failures.is_empty() {
-                        "the runtime changes were undone, nothing is changed".to_string()
-                    } else {
-                        format!(
-                            "undoing the runtime changes failed too ({})",
-                            undo_failures.join("; ")
-                        )
-                    };
+                    let state = self.firewalld.undo_described(&done, "the runtime changes");
                     return Err(error.context(state));
                 }
                 self.keep_file_layout(&plan)?;
