@@ -44,54 +44,90 @@ pub enum Presence {
     NotRunning(String),
 }
 
-/// Looks for firewalld on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured).
-pub fn find() -> Result<Presence> {
+/// The system bus, with firewalld's name owned: firewalld is there, in some state.
+pub struct Bus {
+    connection: Connection,
+}
+
+/// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
+/// no bus or nobody owns firewalld's name. Only the bus itself answers here, not firewalld.
+pub fn connect() -> Result<Option<Bus>> {
     let Ok(connection) = Connection::system() else {
-        return Ok(Presence::Absent);
+        return Ok(None);
     };
     if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
-        return Ok(Presence::Absent);
+        return Ok(None);
     }
-    let timeout = crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
-        .map_err(BadInput)?;
-    // Asked at once: the answer is needed as soon as firewalld turns out to be running.
-    let asking = connection.clone();
-    let settings = std::thread::spawn(move || {
-        dbus::string_properties(
-            &asking,
-            dbus::CONFIG_PATH,
-            "org.fedoraproject.FirewallD1.config",
-        )
-    });
-    let main = main_properties_once_started(&connection, timeout)?;
-    let state = main.get("state").cloned().unwrap_or_default();
-    if state != "RUNNING" {
-        return Ok(Presence::NotRunning(state));
+    Ok(Some(Bus { connection }))
+}
+
+/// Looks for firewalld on the system bus.
+pub fn find() -> Result<Presence> {
+    match connect()? {
+        Some(bus) => bus.presence(),
+        None => Ok(Presence::Absent),
     }
-    let mut config = settings
-        .join()
-        .map_err(|_| anyhow!("reading firewalld's settings failed"))?
-        .map_err(|e| failure("reading firewalld's settings", &e))?;
-    let mut build = || -> zbus::Result<Firewalld> {
-        Ok(Firewalld {
-            firewalld: FirewallD::builder(&connection)
-                .cache_properties(CacheProperties::No)
-                .build()?,
-            runtime: RuntimeDirect::builder(&connection)
-                .cache_properties(CacheProperties::No)
-                .build()?,
-            permanent: PermanentDirect::builder(&connection)
-                .cache_properties(CacheProperties::No)
-                .build()?,
-            settings: Settings::builder(&connection)
-                .cache_properties(CacheProperties::No)
-                .build()?,
-            version: main.get("version").cloned().unwrap_or_default(),
-            firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
-            rfc3964_ipv4: config.remove("RFC3964_IPv4"),
-        })
-    };
-    Ok(Presence::Running(Box::new(build()?)))
+}
+
+impl Bus {
+    /// Starts reading firewalld's runtime and permanent direct configurations. firewalld
+    /// answers one call at a time, so calls made now queue behind the state and settings
+    /// [`Bus::presence`] asks for and firewalld is never idle waiting for our next call.
+    /// The answers are only worth having if nothing reloads firewalld in between.
+    pub fn read_in_background(&self) -> Result<Reading> {
+        let runtime = RuntimeDirect::builder(&self.connection)
+            .cache_properties(CacheProperties::No)
+            .build()?;
+        let permanent = PermanentDirect::builder(&self.connection)
+            .cache_properties(CacheProperties::No)
+            .build()?;
+        Ok(Reading::start(runtime, permanent))
+    }
+
+    /// firewalld's state, waiting while it starts, and its settings.
+    pub fn presence(self) -> Result<Presence> {
+        let connection = self.connection;
+        let timeout = crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+            .map_err(BadInput)?;
+        // Asked at once: the answer is needed as soon as firewalld turns out to be running.
+        let asking = connection.clone();
+        let settings = std::thread::spawn(move || {
+            dbus::string_properties(
+                &asking,
+                dbus::CONFIG_PATH,
+                "org.fedoraproject.FirewallD1.config",
+            )
+        });
+        let main = main_properties_once_started(&connection, timeout)?;
+        let state = main.get("state").cloned().unwrap_or_default();
+        if state != "RUNNING" {
+            return Ok(Presence::NotRunning(state));
+        }
+        let mut config = settings
+            .join()
+            .map_err(|_| anyhow!("reading firewalld's settings failed"))?
+            .map_err(|e| failure("reading firewalld's settings", &e))?;
+        let mut build = || -> zbus::Result<Firewalld> {
+            Ok(Firewalld {
+                firewalld: FirewallD::builder(&connection)
+                    .cache_properties(CacheProperties::No)
+                    .build()?,
+                runtime: RuntimeDirect::builder(&connection)
+                    .cache_properties(CacheProperties::No)
+                    .build()?,
+                permanent: PermanentDirect::builder(&connection)
+                    .cache_properties(CacheProperties::No)
+                    .build()?,
+                settings: Settings::builder(&connection)
+                    .cache_properties(CacheProperties::No)
+                    .build()?,
+                version: main.get("version").cloned().unwrap_or_default(),
+                firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
+                rfc3964_ipv4: config.remove("RFC3964_IPv4"),
+            })
+        };
+        Ok(Presence::Running(Box::new(build()?)))
+    }
 }
 
 /// How long a run waits for a starting firewalld by default.
@@ -156,14 +192,25 @@ fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
 }
 
 fn read_runtime(runtime: &RuntimeDirect) -> Result<DirectConfig> {
+    // Three calls on the wire at once: firewalld queues them instead of waiting for us.
     let read = || -> zbus::Result<DirectConfig> {
-        Ok(dbus::from_wire((
-            runtime.get_all_chains()?,
-            runtime.get_all_rules()?,
-            runtime.get_all_passthroughs()?,
-        )))
+        std::thread::scope(|scope| {
+            let chains = scope.spawn(|| runtime.get_all_chains());
+            let passthroughs = scope.spawn(|| runtime.get_all_passthroughs());
+            let rules = runtime.get_all_rules()?;
+            Ok(dbus::from_wire((
+                call_answer(chains.join())?,
+                rules,
+                call_answer(passthroughs.join())?,
+            )))
+        })
     };
     read().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+}
+
+/// The answer of a call made on another thread.
+fn call_answer<T>(answer: std::thread::Result<zbus::Result<T>>) -> zbus::Result<T> {
+    answer.unwrap_or_else(|_| Err(zbus::Error::Failure("the call's thread failed".into())))
 }
 
 fn read_permanent(permanent: &PermanentDirect) -> Result<DirectConfig> {
@@ -180,6 +227,13 @@ pub struct Reading {
 }
 
 impl Reading {
+    fn start(runtime: RuntimeDirect<'static>, permanent: PermanentDirect<'static>) -> Self {
+        Reading {
+            runtime: std::thread::spawn(move || read_runtime(&runtime)),
+            permanent: std::thread::spawn(move || read_permanent(&permanent)),
+        }
+    }
+
     /// (runtime, permanent), once both answers are in.
     fn wait(self) -> Result<(DirectConfig, DirectConfig)> {
         let join = |reader: JoinHandle<Result<DirectConfig>>| {
@@ -203,12 +257,7 @@ impl Firewalld {
     /// Starts reading both configurations, so that probing iptables and building the rules
     /// overlap firewalld's answers: each read is a round trip to firewalld's Python.
     pub fn read_in_background(&self) -> Reading {
-        let runtime = self.runtime.clone();
-        let permanent = self.permanent.clone();
-        Reading {
-            runtime: std::thread::spawn(move || read_runtime(&runtime)),
-            permanent: std::thread::spawn(move || read_permanent(&permanent)),
-        }
+        Reading::start(self.runtime.clone(), self.permanent.clone())
     }
 
     fn update_permanent(&self, config: &DirectConfig) -> Result<()> {

@@ -7,7 +7,7 @@ use super::{
     detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
 };
 use crate::backend::direct_file::DirectFile;
-use crate::backend::firewalld::{Firewalld, FirewalldBackend, Reading};
+use crate::backend::firewalld::{self, Firewalld, FirewalldBackend, Presence, Reading};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::{self, Xtables};
@@ -60,29 +60,45 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     // One run that changes the firewall at a time; taken before anything is read, so the
     // plan is made from the state this run will change.
     let lock = crate::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
-    let target = target::choose(&args.firewalld, config.store_firewalld)?;
-    let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
-    let families = families(&config, ipv6_allowed);
-    // After any reload above; firewalld answers while iptables is probed below.
-    let reading = match &target {
-        Target::Firewalld(firewalld) if plans => Some(firewalld.read_in_background()),
-        _ => None,
-    };
-
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
-    let mode = match target {
-        Target::Firewalld(_) => xtables::firewalld_mode(),
-        _ => None,
-    };
-    let xtables = if read_only {
-        if host::is_root() {
-            detect_xtables_preferring(&config.executables, mode).unwrap_or_default()
+    let detect = |mode| -> Result<Vec<Xtables>> {
+        if !read_only {
+            detect_xtables_preferring(&config.executables, mode)
+        } else if host::is_root() {
+            Ok(detect_xtables_preferring(&config.executables, mode).unwrap_or_default())
         } else {
-            Vec::new()
+            Ok(Vec::new())
         }
-    } else {
-        detect_xtables_preferring(&config.executables, mode)?
+    };
+    let bus = firewalld::connect()?;
+    // With firewalld on the bus, and nothing going to reload it before the plan (only turning
+    // RFC3964_IPv4 off does), its configurations are asked for and iptables is read now,
+    // while firewalld answers its state and settings: each is a wait on another process.
+    let (early_reading, early_xtables) = match &bus {
+        Some(bus) if !args.disable_firewalld_rfc3964_ipv4 => (
+            plans.then(|| bus.read_in_background()).transpose()?,
+            Some(detect(xtables::firewalld_mode())),
+        ),
+        _ => (None, None),
+    };
+    let presence = match bus {
+        Some(bus) => bus.presence()?,
+        None => Presence::Absent,
+    };
+    let target = target::choose_given(&args.firewalld, config.store_firewalld, presence)?;
+    let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
+    let families = families(&config, ipv6_allowed);
+    let (reading, xtables) = match &target {
+        Target::Firewalld(firewalld) => (
+            // Read after any reload above.
+            early_reading.or_else(|| plans.then(|| firewalld.read_in_background())),
+            match early_xtables {
+                Some(xtables) => xtables?,
+                None => detect(xtables::firewalld_mode())?,
+            },
+        ),
+        _ => (None, detect(None)?),
     };
     let facts = gather_facts(&config, uid, &families, &xtables, read_only)?;
     let ruleset = ruleset::build(&config, &facts);

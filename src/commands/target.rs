@@ -19,7 +19,11 @@ pub enum Target {
 /// Picks the target. `uses_file`: whether direct.xml of a stopped firewalld is wanted
 /// (install with --store-firewalld, and uninstall).
 pub fn choose(args: &FirewalldArgs, uses_file: bool) -> Result<Target> {
-    let presence = firewalld::find()?;
+    choose_given(args, uses_file, firewalld::find()?)
+}
+
+/// Like [`choose`], with firewalld's presence already asked for.
+pub fn choose_given(args: &FirewalldArgs, uses_file: bool, presence: Presence) -> Result<Target> {
     if let Presence::NotRunning(state) = &presence {
         if args.backend != BackendChoice::Iptables {
             bail!(not_running(state));
