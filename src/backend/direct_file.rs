@@ -13,6 +13,7 @@ use std::os::unix::fs::{
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use tempfile::NamedTempFile;
 
 use crate::direct::DirectConfig;
 use crate::format::direct_xml::{self, Document};
@@ -103,16 +104,19 @@ impl DirectFile {
     /// never written. Creates the directory with mode 0750 when it is missing. On error
     /// direct.xml is left as it was and no temporary file remains.
     pub fn write(&self, text: &str, previous: Option<&Loaded>) -> Result<()> {
-        self.replace_file(text, previous, true)
+        self.stage(text, previous, true)?.commit()
     }
 
     /// Like [`DirectFile::write`], but direct.xml.old is left as it is: after firewalld's
     /// own `update` it already holds the operator's file, which is the backup to keep.
     pub fn write_keeping_old(&self, text: &str, previous: Option<&Loaded>) -> Result<()> {
-        self.replace_file(text, previous, false)
+        self.stage(text, previous, false)?.commit()
     }
 
-    fn replace_file(&self, text: &str, previous: Option<&Loaded>, backup: bool) -> Result<()> {
+    /// The first half of [`DirectFile::write`] (`backup`: with direct.xml.old): every check,
+    /// and the new file (and backup) written and synced beside direct.xml, which is left as
+    /// it is until [`Staged::commit`].
+    pub fn stage(&self, text: &str, previous: Option<&Loaded>, backup: bool) -> Result<Staged<'_>> {
         let path = self.path.display();
         // A new version of the file read is checked from its first change on (the same
         // verdict as parsing it all).
@@ -142,31 +146,43 @@ impl DirectFile {
                 bail!("{path} changed since it was read; nothing was written");
             }
         }
-
-        match &current {
-            Some((bytes, metadata)) => {
-                if backup {
-                    let old = self.old_path();
-                    self.replace(&old, bytes, metadata.mode() & 0o7777, Some(metadata))
-                        .with_context(|| format!("backing up {path} to {}", old.display()))?;
-                }
-                self.replace(
-                    &self.path,
-                    text.as_bytes(),
-                    metadata.mode() & 0o7777,
-                    Some(metadata),
-                )
-                .with_context(|| format!("replacing {path}"))?;
-            }
-            None => {
-                self.replace(&self.path, text.as_bytes(), NEW_FILE_MODE, None)
-                    .with_context(|| format!("creating {path}"))?;
-            }
-        }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-        Ok(())
+        let Some((bytes, metadata)) = &current else {
+            let new = self
+                .staged_copy(text.as_bytes(), NEW_FILE_MODE, None)
+                .with_context(|| format!("creating {path}"))?;
+            return Ok(Staged {
+                file: self,
+                seen: None,
+                backup: None,
+                new,
+            });
+        };
+        let mode = metadata.mode() & 0o7777;
+        // Both copies at once: each ends in an fsync, a wait on the disk.
+        let (backup, new) = std::thread::scope(|scope| {
+            let backup = backup.then(|| {
+                scope.spawn(|| {
+                    self.staged_copy(bytes, mode, Some(metadata))
+                        .with_context(|| {
+                            format!("backing up {path} to {}", self.old_path().display())
+                        })
+                })
+            });
+            let new = self
+                .staged_copy(text.as_bytes(), mode, Some(metadata))
+                .with_context(|| format!("replacing {path}"));
+            let backup = backup.map(|b| {
+                b.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("backing up {path} failed")))
+            });
+            (backup.transpose(), new)
+        });
+        Ok(Staged {
+            file: self,
+            seen: Some(FileIdentity::of(metadata)),
+            backup: backup?,
+            new: new?,
+        })
     }
 
     /// `direct.xml.old`, firewalld's backup of the previous file.
@@ -183,16 +199,15 @@ impl DirectFile {
         }
     }
 
-    /// Writes `bytes` to a new temporary file next to `target` (O_EXCL, O_NOFOLLOW), syncs
-    /// it, gives it `mode` (and `like`'s owner), and renames it over `target`. The
-    /// temporary file is removed on any error.
-    fn replace(
+    /// Writes `bytes` to a new temporary file in the directory (O_EXCL, O_NOFOLLOW), syncs
+    /// it and gives it `mode` (and `like`'s owner). The temporary file is removed on any
+    /// error, and when the result is dropped.
+    fn staged_copy(
         &self,
-        target: &Path,
         bytes: &[u8],
         mode: u32,
         like: Option<&Metadata>,
-    ) -> Result<()> {
+    ) -> Result<NamedTempFile> {
         let temp = tempfile::Builder::new()
             .prefix(".direct.xml.")
             .make_in(self.dir(), |path| {
@@ -215,8 +230,66 @@ impl DirectFile {
         }
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
-        temp.persist(target).map_err(|e| e.error)?;
+        Ok(temp)
+    }
+}
+
+/// A new direct.xml (and backup) synced beside the file, not yet in place. Dropping it
+/// removes them.
+pub struct Staged<'a> {
+    file: &'a DirectFile,
+    /// The file as it was when the copies were made; None: there was none.
+    seen: Option<FileIdentity>,
+    backup: Option<NamedTempFile>,
+    new: NamedTempFile,
+}
+
+impl Staged<'_> {
+    /// Puts the copies in place: the backup first, then direct.xml (each a rename), then
+    /// syncs the directory. Refuses, writing nothing, when direct.xml changed since staging.
+    pub fn commit(self) -> Result<()> {
+        let file = self.file;
+        let path = file.path.display();
+        let now = fs::symlink_metadata(&file.path).ok();
+        if now.as_ref().map(FileIdentity::of) != self.seen {
+            bail!("{path} changed since it was read; nothing was written");
+        }
+        if let Some(backup) = self.backup {
+            let old = file.old_path();
+            backup
+                .persist(&old)
+                .map_err(|e| e.error)
+                .with_context(|| format!("backing up {path} to {}", old.display()))?;
+        }
+        self.new
+            .persist(&file.path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("replacing {path}"))?;
+        let dir = file.dir();
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
         Ok(())
+    }
+}
+
+/// Enough of a file's metadata to tell that it was replaced or written since.
+#[derive(Debug, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(metadata: &Metadata) -> Self {
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+        }
     }
 }
 

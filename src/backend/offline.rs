@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 
-use super::direct_file::{DirectFile, Loaded};
+use super::direct_file::{DirectFile, Loaded, Staged};
 use super::iptables::IptablesBackend;
 use super::xtables::{RestoreOptions, Xtables};
 use super::{Backend, Outcome};
@@ -67,19 +67,30 @@ impl Backend for OfflineBackend {
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
         let file_plan = self.plan_file(desired)?;
         // The kernel first: applying the rules is the strictest check that firewalld will
-        // accept them at its next start, and it comes before anything permanent is written.
+        // accept them at its next start, and it comes before anything permanent is in place.
+        // The new file is written and synced beside direct.xml meanwhile (each is a wait: on
+        // iptables-restore, on the disk) and renamed over it only once the kernel holds the rules.
+        let file = &self.file;
         let mut iptables = IptablesBackend::new(self.xtables.clone(), self.options);
-        let kernel = iptables
-            .converge(desired)
-            .context("direct.xml was left as it was")?;
-        if let Some(text) = &file_plan.text {
-            if let Err(error) = self.file.write(text, file_plan.loaded.as_ref()) {
-                let state = match iptables.undo() {
-                    Ok(()) => "the iptables rules were put back as they were".to_string(),
-                    Err(e) => format!("putting the iptables rules back failed too: {e:#}"),
-                };
-                return Err(error.context(state));
-            }
+        let (staged, kernel) = std::thread::scope(|scope| {
+            let staged = file_plan
+                .text
+                .as_deref()
+                .map(|text| scope.spawn(move || file.stage(text, file_plan.loaded.as_ref(), true)));
+            let kernel = iptables.converge(desired);
+            let staged = staged.map(|s| {
+                s.join()
+                    .unwrap_or_else(|_| Err(anyhow!("writing {} failed", file.path().display())))
+            });
+            (staged.transpose(), kernel)
+        });
+        let kernel = kernel.context("direct.xml was left as it was")?;
+        if let Err(error) = staged.and_then(|staged| staged.map_or(Ok(()), Staged::commit)) {
+            let state = match iptables.undo() {
+                Ok(()) => "the iptables rules were put back as they were".to_string(),
+                Err(e) => format!("putting the iptables rules back failed too: {e:#}"),
+            };
+            return Err(error.context(state));
         }
         let mut summary = vec![format!(
             "{}: {}",
