@@ -220,6 +220,86 @@ fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
     }
 }
 
+/// The stderr of a run that must succeed.
+fn tproxy_stderr(sandbox: &Sandbox, args: &[&str]) -> String {
+    let output = sandbox.tproxy(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{args:?} failed: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
+    let Some(sandbox) = common::sandbox("a_re_run_asking_for_the_same_rules_rewrites_nothing")
+    else {
+        return;
+    };
+    add_foreign_rules(&sandbox);
+    let flags = ["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"];
+    sandbox.tproxy_ok(&flags);
+    // nft numbers every rule it holds; rules rewritten, even identical ones, get new handles.
+    // Its packet counters move with the namespace's own IPv6 traffic, so they are left out.
+    let handles = || {
+        let ruleset = sandbox.ok(&["nft", "-a", "list", "ruleset"]);
+        let mut out = String::new();
+        for line in ruleset.lines() {
+            let mut words = line.split_whitespace();
+            while let Some(word) = words.next() {
+                out.push_str(word);
+                out.push(' ');
+                if word == "counter" {
+                    // packets N bytes N
+                    words.by_ref().take(4).for_each(drop);
+                }
+            }
+            out.push('\n');
+        }
+        out
+    };
+    let installed = handles();
+    assert!(installed.contains("KUMA_MESH_OUTBOUND"), "{installed}");
+    let stderr = tproxy_stderr(&sandbox, &flags);
+    assert!(
+        stderr.contains("already installed, nothing to change"),
+        "{stderr}"
+    );
+    assert_eq!(handles(), installed);
+
+    // A foreign rule now after our jump in nat OUTPUT: the re-run moves ours to the end again,
+    // as an install onto these tables would.
+    sandbox.ok(&[
+        "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "4444", "-j", "RETURN",
+    ]);
+    let stderr = tproxy_stderr(&sandbox, &flags);
+    assert!(stderr.contains("tproxy-firewalld: installed;"), "{stderr}");
+    let output_chain = sandbox.ok(&["iptables", "-t", "nat", "-S", "OUTPUT"]);
+    let last = output_chain.lines().last().unwrap();
+    assert!(last.contains("KUMA_MESH_OUTBOUND"), "{output_chain}");
+    assert!(
+        output_chain.contains("--dport 4444 -j RETURN"),
+        "{output_chain}"
+    );
+
+    // One of our chains emptied behind our back: the re-run fills it again.
+    let complete = (
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    );
+    sandbox.ok(&["ip6tables", "-t", "nat", "-F", "KUMA_MESH_OUTBOUND"]);
+    sandbox.tproxy_ok(&flags);
+    assert_eq!(
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ),
+        complete
+    );
+
+    // Other flags are other rules.
+    sandbox.tproxy_ok(&[&flags[..], &["--exclude-inbound-ports", "2222"]].concat());
+    assert!(sandbox.save("iptables-save").contains("--dport 2222"));
+}
+
 #[test]
 fn rules_left_by_kumactl_are_ours() {
     let Some(sandbox) = common::sandbox("rules_left_by_kumactl_are_ours") else {

@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use super::applied::{self, Record};
 use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
@@ -58,7 +59,11 @@ impl IptablesBackend {
         let mut plans = Vec::new();
         for xtables in &self.families {
             let saved = restore::parse_save(&xtables.snapshot()?)?;
-            if let Some(script) = plan_family(&saved, desired.family(xtables.family)) {
+            let wanted = desired.family(xtables.family);
+            if record_of(xtables, &saved, wanted).is_some_and(|r| r.is_stored()) {
+                continue;
+            }
+            if let Some(script) = plan_family(&saved, wanted) {
                 plans.push((xtables.clone(), script));
             }
         }
@@ -111,6 +116,15 @@ impl Backend for IptablesBackend {
                     xtables.family.label()
                 )
             })?;
+            if plans.iter().any(|(x, _)| x.family == xtables.family) {
+                // Only a cache for the next run: failing to keep it changes nothing now.
+                match record_of(xtables, &saved, wanted) {
+                    Some(record) => {
+                        let _ = record.store();
+                    }
+                    None => applied::forget(xtables),
+                }
+            }
             let rules = wanted.map_or(0, |f| f.tables.iter().map(|t| t.rules.len()).sum());
             summary.push(format!("{}: {rules} rules", xtables.family.label()));
         }
@@ -159,6 +173,17 @@ impl IptablesBackend {
         }
         results
     }
+}
+
+/// What converging `xtables` to `wanted` leaves on record with the tables as `saved`; None
+/// when nothing of ours is wanted (or the record cannot be made).
+fn record_of(
+    xtables: &Xtables,
+    saved: &[SavedTable],
+    wanted: Option<&FamilyRules>,
+) -> Option<Record> {
+    let script = plan_family(&[], Some(wanted?))?;
+    Record::new(xtables, &script, saved)
 }
 
 /// The tables a restore script changes (`*nat` …).

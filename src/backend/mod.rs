@@ -2,6 +2,7 @@
 //! alone: each observes the current state, plans the difference, applies it as a whole and
 //! verifies the result.
 
+pub mod applied;
 pub mod direct_file;
 pub mod firewalld;
 pub mod iptables;

@@ -179,7 +179,12 @@ pub fn run(args: &InstallArgs) -> Result<()> {
                 backend.name()
             ));
             let outcome = backend.converge(&desired)?;
-            notice(format!("installed; {}", outcome.summary.join(", ")));
+            let done = if outcome.changed {
+                "installed"
+            } else {
+                "already installed, nothing to change"
+            };
+            notice(format!("{done}; {}", outcome.summary.join(", ")));
             Ok(())
         }
     }

@@ -1,0 +1,141 @@
+//! What the raw backend's last verified change left in one family's tables, recorded in /run
+//! (emptied at boot, like the tables) so that a re-run asking for the same rules can see they
+//! are in place and change nothing, instead of deleting and re-adding them.
+//!
+//! iptables prints rules in its own form (`-p tcp` first, `/32` added, ...), not the one we
+//! write them in, so the rules asked for cannot be compared with the tables directly. The
+//! record holds both: the script that would create our rules from nothing, and the tables as
+//! iptables printed them right after that script was applied and verified. A re-run matches
+//! only if it asks for the same script, in the same network namespace with the same iptables,
+//! and the tables still hold, byte for byte, every chain of ours and every chain holding a rule
+//! of ours (foreign rules in those chains included). Anything else, a missing or damaged record
+//! among it, means planning and applying as usual: a record can save work, never change an
+//! outcome.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use super::iptables::is_owned_rule;
+use super::xtables::Xtables;
+use crate::format::restore::SavedTable;
+use crate::ruleset::is_owned_chain;
+
+/// The record of one family: what it must hold for the family to count as already done.
+pub struct Record {
+    path: PathBuf,
+    text: String,
+}
+
+impl Record {
+    /// The record a converge of `xtables` to `script` (our rules from nothing) would leave
+    /// with the tables as `saved`. None when the network namespace cannot be named.
+    pub fn new(xtables: &Xtables, script: &str, saved: &[SavedTable]) -> Option<Self> {
+        let namespace = std::fs::read_link("/proc/self/ns/net").ok()?;
+        let text = format!(
+            "tproxy-firewalld applied rules, version 1\nnetwork namespace {}\n{} {}\n{script}--\n{}",
+            namespace.display(),
+            xtables.save.display(),
+            xtables.mode.label(),
+            footprint(saved)
+        );
+        Some(Self {
+            path: path_for(xtables),
+            text,
+        })
+    }
+
+    /// True when the stored record is this one.
+    pub fn is_stored(&self) -> bool {
+        std::fs::read(&self.path).is_ok_and(|stored| stored == self.text.as_bytes())
+    }
+
+    /// Stores the record, replacing any other atomically. A record that cannot be written
+    /// only costs the next run its shortcut, so the error is the caller's to ignore.
+    pub fn store(&self) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tproxy-firewalld.applied.")
+            .tempfile_in(dir)?;
+        temp.write_all(self.text.as_bytes())?;
+        temp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Forgets what was recorded for `xtables` (after an uninstall, or a change that failed).
+pub fn forget(xtables: &Xtables) {
+    // Nothing there is the usual case; any other failure leaves a record that cannot match
+    // tables without our rules.
+    let _ = std::fs::remove_file(path_for(xtables));
+}
+
+fn path_for(xtables: &Xtables) -> PathBuf {
+    PathBuf::from(format!(
+        "/run/tproxy-firewalld.{}.applied",
+        xtables.family.label().to_ascii_lowercase()
+    ))
+}
+
+/// Every chain of ours and every chain holding a rule of ours, with all their rules, in the
+/// order iptables printed them.
+fn footprint(saved: &[SavedTable]) -> String {
+    let mut out = String::new();
+    for table in saved {
+        let holding: Vec<&String> = table
+            .chains
+            .iter()
+            .filter(|chain| {
+                is_owned_chain(chain)
+                    || table
+                        .rules
+                        .iter()
+                        .any(|r| &r.chain == *chain && is_owned_rule(&r.chain, r))
+            })
+            .collect();
+        if holding.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("*{}\n", table.name));
+        for chain in holding {
+            out.push_str(&format!(":{chain}\n"));
+            for rule in table.rules.iter().filter(|r| &r.chain == chain) {
+                out.push_str(&rule.line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::restore::parse_save;
+
+    const SAVED: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:FOREIGN - [0:0]\n\
+        :KUMA_MESH_OUTBOUND - [0:0]\n-A PREROUTING -j FOREIGN\n-A OUTPUT -j FOREIGN\n\
+        -A OUTPUT -p tcp -j KUMA_MESH_OUTBOUND\n-A FOREIGN -j RETURN\n\
+        -A KUMA_MESH_OUTBOUND -j RETURN\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n\
+        -A INPUT -j ACCEPT\nCOMMIT\n";
+
+    #[test]
+    fn the_footprint_is_our_chains_and_the_chains_holding_our_rules() {
+        assert_eq!(
+            footprint(&parse_save(SAVED).unwrap()),
+            "*nat\n:OUTPUT\n-A OUTPUT -j FOREIGN\n-A OUTPUT -p tcp -j KUMA_MESH_OUTBOUND\n\
+             :KUMA_MESH_OUTBOUND\n-A KUMA_MESH_OUTBOUND -j RETURN\n"
+        );
+    }
+
+    #[test]
+    fn a_foreign_rule_next_to_ours_changes_the_footprint_and_one_elsewhere_does_not() {
+        let before = footprint(&parse_save(SAVED).unwrap());
+        let beside = SAVED.replace(
+            "-A OUTPUT -j FOREIGN\n",
+            "-A OUTPUT -j FOREIGN\n-A OUTPUT -j ACCEPT\n",
+        );
+        assert_ne!(footprint(&parse_save(&beside).unwrap()), before);
+        let elsewhere = SAVED.replace("-A FOREIGN -j RETURN\n", "-A FOREIGN -j ACCEPT\n");
+        assert_eq!(footprint(&parse_save(&elsewhere).unwrap()), before);
+    }
+}
