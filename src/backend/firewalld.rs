@@ -485,6 +485,14 @@ impl FirewalldBackend {
     }
 
     pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+        // Read while firewalld answers the reads in flight.
+        let file = if self.store {
+            self.file.load().context(
+                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
+            )?
+        } else {
+            None
+        };
         let (runtime, stored) = match self.reading.take() {
             Some(reading) => reading.wait()?,
             None => (
@@ -492,12 +500,8 @@ impl FirewalldBackend {
                 self.firewalld.permanent_config()?,
             ),
         };
-        let mut file = None;
         let mut stored_elsewise = None;
         let permanent = if self.store {
-            file = self.file.load().context(
-                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
-            )?;
             Some(stored)
         } else {
             stored_elsewise = Some(stored);
