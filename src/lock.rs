@@ -49,7 +49,11 @@ pub const TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_LOCK_TIMEOUT";
 const POLL: Duration = Duration::from_millis(20);
 /// The temporary files of ours that may be left in firewalld's configuration directory:
 /// `tempfile`'s names, this prefix and six random letters or digits.
-const TEMP_PREFIXES: [&str; 2] = [".direct.xml.", ".firewalld.conf."];
+const TEMP_PREFIXES: [&str; 3] = [
+    ".direct.xml.",
+    ".firewalld.conf.",
+    ".tproxy-firewalld.applied.",
+];
 const TEMP_RANDOM_LEN: usize = 6;
 
 /// Held while a run changes the firewall; dropping it lets the next run in.
@@ -67,21 +71,27 @@ pub fn for_changes(dry_run: bool, firewalld_config_dir: &Path) -> Result<Option<
         return Ok(None);
     }
     let timeout = host::seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT).map_err(BadInput)?;
-    let lock = Lock::acquire(Path::new(LOCK_FILE), Path::new(QUEUE_DIR), timeout)?;
-    match lock.remove_stale_temp_files(firewalld_config_dir) {
-        Ok(removed) if removed.is_empty() => {}
-        Ok(removed) => eprintln!(
-            "tproxy-firewalld: removed temporary files an interrupted run left behind: {}",
-            removed
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Err(error) => eprintln!(
-            "tproxy-firewalld: could not look for temporary files an interrupted run left in {}: {error:#}",
-            firewalld_config_dir.display()
-        ),
+    let lock_file = Path::new(LOCK_FILE);
+    let lock = Lock::acquire(lock_file, Path::new(QUEUE_DIR), timeout)?;
+    // direct.xml and firewalld.conf are written in the first; the raw backend's records
+    // (backend::applied) beside the lock.
+    let run_dir = lock_file.parent().unwrap_or(Path::new("/"));
+    for dir in [firewalld_config_dir, run_dir] {
+        match lock.remove_stale_temp_files(dir) {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => eprintln!(
+                "tproxy-firewalld: removed temporary files an interrupted run left behind: {}",
+                removed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(error) => eprintln!(
+                "tproxy-firewalld: could not look for temporary files an interrupted run left in {}: {error:#}",
+                dir.display()
+            ),
+        }
     }
     Ok(Some(lock))
 }
@@ -151,7 +161,8 @@ impl Lock {
     }
 
     /// Removes, from `dir`, regular files named as the temporary files we write there
-    /// (`.direct.xml.XXXXXX`, `.firewalld.conf.XXXXXX`): left by a run killed mid-write, as
+    /// (`.direct.xml.XXXXXX`, `.firewalld.conf.XXXXXX`, `.tproxy-firewalld.applied.XXXXXX`):
+    /// left by a run killed mid-write, as
     /// no run of ours is writing while the lock is held. Returns what it removed.
     pub fn remove_stale_temp_files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let entries = match fs::read_dir(dir) {
@@ -506,7 +517,11 @@ mod tests {
         let (file, queue) = paths(dir.path());
         let config = dir.path().join("firewalld");
         fs::create_dir(&config).unwrap();
-        let ours = [".direct.xml.aB3dE9", ".firewalld.conf.Zz0000"];
+        let ours = [
+            ".direct.xml.aB3dE9",
+            ".firewalld.conf.Zz0000",
+            ".tproxy-firewalld.applied.Qw3rty",
+        ];
         let theirs = [
             "direct.xml",
             "direct.xml.old",
@@ -522,7 +537,7 @@ mod tests {
         std::os::unix::fs::symlink("direct.xml", config.join(".direct.xml.link00")).unwrap();
         let lock = Lock::acquire(&file, &queue, Duration::ZERO).unwrap();
         let removed = lock.remove_stale_temp_files(&config).unwrap();
-        assert_eq!(removed, vec![config.join(ours[0]), config.join(ours[1])]);
+        assert_eq!(removed, ours.map(|name| config.join(name)));
         for name in theirs
             .iter()
             .chain(&[".direct.xml.dir000", ".direct.xml.link00"])
