@@ -63,10 +63,7 @@ pub fn connect() -> Result<Option<Bus>> {
 
 /// Looks for firewalld on the system bus.
 pub fn find() -> Result<Presence> {
-    match connect()? {
-        Some(bus) => bus.presence(),
-        None => Ok(Presence::Absent),
-    }
+    connect()?.map_or(Ok(Presence::Absent), Bus::presence)
 }
 
 impl Bus {

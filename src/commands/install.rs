@@ -7,7 +7,7 @@ use super::{
     detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
 };
 use crate::backend::direct_file::DirectFile;
-use crate::backend::firewalld::{self, Firewalld, FirewalldBackend, Presence, Reading};
+use crate::backend::firewalld::{self, Bus, Firewalld, FirewalldBackend, Presence, Reading};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::{self, Xtables};
@@ -82,10 +82,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         ),
         _ => (None, None),
     };
-    let presence = match bus {
-        Some(bus) => bus.presence()?,
-        None => Presence::Absent,
-    };
+    let presence = bus.map_or(Ok(Presence::Absent), Bus::presence)?;
     let target = target::choose_given(&args.firewalld, config.store_firewalld, presence)?;
     let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);
