@@ -62,7 +62,7 @@ impl Record {
     }
 }
 
-/// Forgets what was recorded for `xtables` (after an uninstall, or a change that failed).
+/// Forgets what was recorded for `xtables` (after a change that removed all our rules).
 pub fn forget(xtables: &Xtables) {
     // Nothing there is the usual case; any other failure leaves a record that cannot match
     // tables without our rules.

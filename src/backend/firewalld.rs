@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use zbus::blocking::Connection;
-use zbus::proxy::CacheProperties;
 
 use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
@@ -72,12 +71,8 @@ impl Bus {
     /// [`Bus::presence`] asks for and firewalld is never idle waiting for our next call.
     /// The answers are only worth having if nothing reloads firewalld in between.
     pub fn read_in_background(&self) -> Result<Reading> {
-        let runtime = RuntimeDirect::builder(&self.connection)
-            .cache_properties(CacheProperties::No)
-            .build()?;
-        let permanent = PermanentDirect::builder(&self.connection)
-            .cache_properties(CacheProperties::No)
-            .build()?;
+        let runtime = dbus::uncached(&self.connection)?;
+        let permanent = dbus::uncached(&self.connection)?;
         Ok(Reading::start(runtime, permanent))
     }
 
@@ -106,18 +101,10 @@ impl Bus {
             .map_err(|e| failure("reading firewalld's settings", &e))?;
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
-                firewalld: FirewallD::builder(&connection)
-                    .cache_properties(CacheProperties::No)
-                    .build()?,
-                runtime: RuntimeDirect::builder(&connection)
-                    .cache_properties(CacheProperties::No)
-                    .build()?,
-                permanent: PermanentDirect::builder(&connection)
-                    .cache_properties(CacheProperties::No)
-                    .build()?,
-                settings: Settings::builder(&connection)
-                    .cache_properties(CacheProperties::No)
-                    .build()?,
+                firewalld: dbus::uncached(&connection)?,
+                runtime: dbus::uncached(&connection)?,
+                permanent: dbus::uncached(&connection)?,
+                settings: dbus::uncached(&connection)?,
                 version: main.get("version").cloned().unwrap_or_default(),
                 firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
                 rfc3964_ipv4: config.remove("RFC3964_IPv4"),

@@ -110,6 +110,16 @@ pub const PATH: &str = "/org/fedoraproject/FirewallD1";
 /// Where its configuration interfaces live.
 pub const CONFIG_PATH: &str = "/org/fedoraproject/FirewallD1/config";
 
+/// A proxy whose every property read asks firewalld: its answers change under us.
+pub fn uncached<'a, T>(connection: &Connection) -> zbus::Result<T>
+where
+    T: zbus::proxy::Defaults + From<zbus::Proxy<'a>>,
+{
+    zbus::blocking::proxy::Builder::new(connection)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+}
+
 /// Every string property of `interface` at `path`, in one `GetAll` round trip (firewalld
 /// answers each call from Python; one call instead of one per property).
 pub fn string_properties(
