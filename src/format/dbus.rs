@@ -139,6 +139,37 @@ pub fn string_properties(
         .collect())
 }
 
+/// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
+const DEFAULT_SYSTEM_BUS: &str = "/var/run/dbus/system_bus_socket";
+
+/// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or None when there is none.
+/// zbus connects from a thread it starts for that; when the address is a plain socket
+/// path, the socket is connected here instead, and a missing one means no bus without
+/// starting zbus at all. Any other address is left to zbus.
+pub fn system_bus() -> Option<Connection> {
+    let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
+    let socket = match address.as_deref() {
+        None => Some(DEFAULT_SYSTEM_BUS),
+        Some(address) => plain_socket_path(address),
+    };
+    match socket {
+        Some(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+            zbus::blocking::connection::Builder::async_io_unix_stream(stream)
+                .build()
+                .ok()
+        }
+        None => Connection::system().ok(),
+    }
+}
+
+/// The path of a `unix:path=` address that needs no unescaping and names one socket.
+fn plain_socket_path(address: &str) -> Option<&str> {
+    address
+        .strip_prefix("unix:path=")
+        .filter(|path| !path.is_empty() && !path.contains([',', ';', '%']))
+}
+
 /// True when someone owns firewalld's bus name.
 pub fn is_running(connection: &Connection) -> zbus::Result<bool> {
     let bus = zbus::blocking::fdo::DBusProxy::new(connection)?;
@@ -269,6 +300,24 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_unix_path_is_connected_without_zbus() {
+        assert_eq!(
+            plain_socket_path("unix:path=/run/dbus/system_bus_socket"),
+            Some("/run/dbus/system_bus_socket")
+        );
+        for other in [
+            "unix:path=/run/bus,guid=0123",
+            "unix:path=/run/a;unix:path=/run/b",
+            "unix:path=/run/with%20space",
+            "unix:abstract=/tmp/dbus-x",
+            "tcp:host=localhost,port=1",
+            "unix:path=",
+        ] {
+            assert_eq!(plain_socket_path(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn wire_round_trip_keeps_every_field() {
