@@ -300,6 +300,219 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     assert!(sandbox.save("iptables-save").contains("--dport 2222"));
 }
 
+/// A script standing in for `real` that appends its arguments to `log` (except `--version`,
+/// which mode detection asks), then runs `real`.
+fn logging_wrapper(sandbox: &Sandbox, real: &str, log: &str) -> String {
+    let wrapper = sandbox.path(&format!("logging-{real}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] || echo \"{real} $*\" >> {log}\nexec /usr/sbin/{real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_first_install_reads_the_tables_only_to_verify() {
+    let Some(sandbox) = common::sandbox("a_first_install_reads_the_tables_only_to_verify") else {
+        return;
+    };
+    let log = sandbox.path("calls.log");
+    let log = log.to_str().unwrap();
+    let mut executables = Vec::new();
+    for (name, base) in [
+        ("iptables", "iptables-nft"),
+        ("iptables-save", "iptables-nft-save"),
+        ("iptables-restore", "iptables-nft-restore"),
+        ("ip6tables", "ip6tables-nft"),
+        ("ip6tables-save", "ip6tables-nft-save"),
+        ("ip6tables-restore", "ip6tables-nft-restore"),
+    ] {
+        executables.push(format!("{name}:{}", logging_wrapper(&sandbox, base, log)));
+    }
+    let executables = executables.join(",");
+    let flags = [
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--redirect-dns",
+        "--iptables-executables",
+        &executables,
+    ];
+    add_foreign_rules(&sandbox);
+    let calls = |args: &[&str]| {
+        let _ = std::fs::remove_file(log);
+        sandbox.tproxy_ok(args);
+        let mut calls: Vec<String> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        calls.sort();
+        calls
+    };
+    // Nothing of ours yet: each family is restored, then read back once.
+    assert_eq!(
+        calls(&flags),
+        [
+            "ip6tables-nft-restore --noflush",
+            "ip6tables-nft-save ",
+            "iptables-nft-restore --noflush",
+            "iptables-nft-save ",
+        ]
+    );
+    let installed = (
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    );
+    // The same rules as an install that finds one of our chains and plans from the tables.
+    sandbox.tproxy_ok(&["uninstall"]);
+    sandbox.ok(&["iptables", "-t", "nat", "-N", "KUMA_MESH_OUTBOUND"]);
+    sandbox.tproxy_ok(&flags);
+    assert_eq!(
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ),
+        installed
+    );
+    // Recorded: a re-run reads the tables to plan and finds nothing to do.
+    assert_eq!(calls(&flags), ["ip6tables-nft-save ", "iptables-nft-save "]);
+}
+
+#[test]
+fn a_first_install_meets_tables_it_did_not_expect() {
+    let Some(sandbox) = common::sandbox("a_first_install_meets_tables_it_did_not_expect") else {
+        return;
+    };
+    let flags = ["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"];
+    add_foreign_rules(&sandbox);
+    sandbox.tproxy_ok(&flags);
+    let clean = (
+        sandbox.save("iptables-save"),
+        sandbox.save("ip6tables-save"),
+    );
+    sandbox.tproxy_ok(&["uninstall"]);
+
+    // A rule of ours left outside our chains: it does not stop the install, the read back
+    // finds it, and the rules are replaced as planned.
+    sandbox.ok(&[
+        "iptables",
+        "-t",
+        "raw",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-m",
+        "comment",
+        "--comment",
+        "kuma/mesh/transparent/proxy/left over",
+        "-j",
+        "CT",
+        "--zone",
+        "1",
+    ]);
+    sandbox.tproxy_ok(&flags);
+    assert_eq!(
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ),
+        clean
+    );
+    sandbox.tproxy_ok(&["uninstall"]);
+
+    // Docker's DNS chain: the rules change for it.
+    for program in ["iptables", "ip6tables"] {
+        sandbox.ok(&[program, "-t", "nat", "-N", "DOCKER_OUTPUT"]);
+    }
+    sandbox.tproxy_ok(&flags);
+    for program in ["iptables-save", "ip6tables-save"] {
+        let saved = sandbox.save(program);
+        assert_eq!(
+            saved
+                .matches("redirect DNS traffic from kuma-dp to the DOCKER_OUTPUT chain")
+                .count(),
+            1,
+            "{saved}"
+        );
+        assert!(
+            !saved.contains("return early for DNS traffic from kuma-dp"),
+            "{saved}"
+        );
+    }
+    sandbox.tproxy_ok(&["uninstall"]);
+    assert!(!sandbox.save("iptables-save").contains("kuma/mesh"));
+}
+
+#[test]
+fn a_transaction_failing_after_its_first_table_changes_nothing() {
+    let Some(sandbox) =
+        common::sandbox("a_transaction_failing_after_its_first_table_changes_nothing")
+    else {
+        return;
+    };
+    add_foreign_rules(&sandbox);
+    let saved = || {
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save"),
+        )
+    };
+    let before = saved();
+    // An install adds nat before raw when it has not read the tables, raw before nat when it
+    // has: a rule rejected in the second table finds the first committed either way.
+    for rejected in ["CT --zone", "REDIRECT"] {
+        let restore = rejecting_restore(&sandbox, rejected);
+        let executables = format!(
+            "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{restore}"
+        );
+        let output = sandbox.tproxy(&[
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--redirect-dns",
+            "--iptables-executables",
+            &executables,
+            "--max-retries",
+            "0",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{rejected}: {stderr}");
+        assert!(
+            stderr.contains("IPv4 rules were rejected; nothing was changed"),
+            "{rejected}: {stderr}"
+        );
+        assert_eq!(saved(), before, "{rejected}");
+    }
+}
+
+/// An iptables-restore that rejects the table holding `text`, as iptables does a rule it
+/// cannot take: the tables before it are committed, the rest are not.
+fn rejecting_restore(sandbox: &Sandbox, text: &str) -> String {
+    let path = sandbox.path(&format!("restore-rejecting-{}", text.replace(' ', "-")));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec iptables-nft-restore --version\n\
+             script=$(cat)\n\
+             case \"$script\" in *'{text}'*) ;; *) printf '%s\\n' \"$script\" | iptables-nft-restore \"$@\"; exit ;; esac\n\
+             printf '%s\\n' \"$script\" | awk '/^\\*/ {{ table = \"\" }} {{ table = table $0 \"\\n\" }} \
+             /^COMMIT$/ {{ if (index(table, \"{text}\")) exit; printf \"%s\", table }}' | iptables-nft-restore \"$@\" || exit 1\n\
+             echo 'iptables-restore: line 999 failed' >&2\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 #[test]
 fn rules_left_by_kumactl_are_ours() {
     let Some(sandbox) = common::sandbox("rules_left_by_kumactl_are_ours") else {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use super::iptables::is_owned_rule;
 use super::xtables::Xtables;
 use crate::format::restore::SavedTable;
-use crate::ruleset::is_owned_chain;
+use crate::ruleset::{is_owned_chain, Family};
 
 /// The record of one family: what it must hold for the family to count as already done.
 pub struct Record {
@@ -39,7 +39,7 @@ impl Record {
             footprint(saved)
         );
         Some(Self {
-            path: path_for(xtables),
+            path: path_for(xtables.family),
             text,
         })
     }
@@ -62,17 +62,23 @@ impl Record {
     }
 }
 
+/// True when a record for `family` exists, whatever it says: a run of ours changed this
+/// family's tables since /run was last emptied (at boot) and did not remove its rules since.
+pub fn is_recorded(family: Family) -> bool {
+    path_for(family).exists()
+}
+
 /// Forgets what was recorded for `xtables` (after a change that removed all our rules).
 pub fn forget(xtables: &Xtables) {
     // Nothing there is the usual case; any other failure leaves a record that cannot match
     // tables without our rules.
-    let _ = std::fs::remove_file(path_for(xtables));
+    let _ = std::fs::remove_file(path_for(xtables.family));
 }
 
-fn path_for(xtables: &Xtables) -> PathBuf {
+fn path_for(family: Family) -> PathBuf {
     PathBuf::from(format!(
         "/run/tproxy-firewalld.{}.applied",
-        xtables.family.label().to_ascii_lowercase()
+        family.label().to_ascii_lowercase()
     ))
 }
 

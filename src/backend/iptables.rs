@@ -56,6 +56,7 @@ impl IptablesBackend {
 
     /// The transactions that would bring each family to `desired`, without applying them.
     pub fn plan(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
+        self.families.iter().for_each(Xtables::prefetch);
         let mut plans = Vec::new();
         for xtables in &self.families {
             let saved = restore::parse_save(&xtables.snapshot()?)?;
@@ -85,16 +86,32 @@ impl Backend for IptablesBackend {
         // are put back as they were saved, so all change or none.
         self.applied.clear();
         let mut rejected = None;
-        for ((xtables, script), applied) in plans.iter().zip(self.restore_all(&plans)) {
-            match applied {
-                Ok(before) => self.applied.push(Applied {
+        let attempts = self.each_family(&plans, |(xtables, script)| {
+            let before = xtables.snapshot()?;
+            let result = xtables.restore(script, &self.options);
+            Ok((before, result))
+        });
+        for ((xtables, script), attempt) in plans.iter().zip(attempts) {
+            let (before, result) = match attempt {
+                Ok(attempt) => attempt,
+                Err(error) => {
+                    rejected.get_or_insert((xtables.family, error));
+                    continue;
+                }
+            };
+            let committed = match &result {
+                Ok(()) => true,
+                Err(error) => may_have_committed(script, error),
+            };
+            if committed {
+                self.applied.push(Applied {
                     xtables: xtables.clone(),
                     before,
                     tables: tables_in(script).into_iter().map(String::from).collect(),
-                }),
-                Err(error) => {
-                    rejected.get_or_insert((xtables.family, error));
-                }
+                });
+            }
+            if let Err(error) = result {
+                rejected.get_or_insert((xtables.family, error));
             }
         }
         if let Some((family, error)) = rejected {
@@ -125,8 +142,7 @@ impl Backend for IptablesBackend {
                     None => applied::forget(xtables),
                 }
             }
-            let rules = wanted.map_or(0, |f| f.tables.iter().map(|t| t.rules.len()).sum());
-            summary.push(format!("{}: {rules} rules", xtables.family.label()));
+            summary.push(summary_line(xtables, wanted));
         }
         Ok(Outcome {
             changed: !plans.is_empty(),
@@ -136,22 +152,103 @@ impl Backend for IptablesBackend {
 }
 
 impl IptablesBackend {
-    /// Applies each family's script; per family, the tables as they were before, or why it
-    /// failed. nf_tables families go side by side (each restore is a process; nf_tables
-    /// takes no lock and retries a commit that raced another). Legacy ones share the xtables
-    /// lock, so they go in turn and stop at the first failure (later ones are not tried).
-    fn restore_all(&self, plans: &[(Xtables, String)]) -> Vec<Result<String>> {
-        let apply = |(xtables, script): &(Xtables, String)| -> Result<String> {
-            let before = xtables.snapshot()?;
-            xtables.restore(script, &self.options)?;
-            Ok(before)
-        };
+    /// Installs `desired` into tables that hold nothing of ours without reading them first,
+    /// when no run of ours left a record of rules since boot (or since they were removed):
+    /// the usual case at boot, where planning would only find them empty. Each family's
+    /// transaction refuses to start when our chains exist ([`fresh_script`]) and the read
+    /// back that verifies it shows the rest, so an install takes two steps instead of three.
+    ///
+    /// `desired` assumes no Docker `DOCKER_OUTPUT` chain; `docker_chain_matters` says
+    /// whether the rules would be different with it.
+    ///
+    /// `None` when the tables were not as assumed, with whatever this added taken out again
+    /// (rules of ours outside our chains that were there before go with it: the plan that
+    /// follows would remove them anyway). The caller then builds the rules from the tables
+    /// as read and converges. What this installs is not for [`Self::undo`] to put back.
+    pub fn install_fresh(
+        &mut self,
+        desired: &Ruleset,
+        docker_chain_matters: bool,
+    ) -> Result<Option<Outcome>> {
+        let mut plans = Vec::new();
+        for xtables in &self.families {
+            // A family left without rules may hold old ones, which only a plan removes.
+            let Some(wanted) = desired.family(xtables.family) else {
+                return Ok(None);
+            };
+            if applied::is_recorded(xtables.family) {
+                return Ok(None);
+            }
+            plans.push((xtables.clone(), fresh_script(wanted)));
+        }
+        self.applied.clear();
+        let attempts = self.each_family(&plans, |(xtables, script)| {
+            Ok(((), xtables.restore_once(script, &self.options)))
+        });
+        self.families.iter().for_each(Xtables::prefetch);
+        let mut fitted = Vec::new();
+        let mut committed = Vec::new();
+        for ((xtables, script), attempt) in plans.iter().zip(attempts) {
+            let ((), result) = attempt?;
+            let saved = restore::parse_save(&xtables.snapshot()?)?;
+            let wanted = desired.family(xtables.family);
+            let docker_chain = saved
+                .iter()
+                .any(|t| t.name == "nat" && t.chains.iter().any(|c| c == "DOCKER_OUTPUT"));
+            match result {
+                Ok(())
+                    if verify(&saved, wanted).is_ok()
+                        && !(docker_chain && docker_chain_matters) =>
+                {
+                    fitted.push((xtables, saved))
+                }
+                Ok(()) => committed.push((xtables, saved)),
+                Err(error) if may_have_committed(script, &error) => {
+                    committed.push((xtables, saved))
+                }
+                Err(_) => {}
+            }
+        }
+        if fitted.len() == plans.len() {
+            let mut summary = Vec::new();
+            for (xtables, saved) in fitted {
+                let wanted = desired.family(xtables.family);
+                if let Some(record) = record_of(xtables, &saved, wanted) {
+                    let _ = record.store();
+                }
+                summary.push(summary_line(xtables, wanted));
+            }
+            return Ok(Some(Outcome {
+                changed: true,
+                summary,
+            }));
+        }
+        for (xtables, saved) in fitted.into_iter().chain(committed) {
+            if let Some(script) = plan_family(&saved, None) {
+                xtables.restore(&script, &self.options).with_context(|| {
+                    format!(
+                        "{} tables were not as expected, and taking back the rules just added failed",
+                        xtables.family.label()
+                    )
+                })?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs `apply` for each family's plan, in the order given: an error means nothing was
+    /// tried, the inner result is the restore's. nf_tables families go side by side (each
+    /// restore is a process; nf_tables takes no lock and retries a commit that raced
+    /// another). Legacy ones share the xtables lock, so they go in turn and stop at the
+    /// first failure (later ones are not tried).
+    fn each_family<T: Send>(
+        &self,
+        plans: &[(Xtables, String)],
+        apply: impl Fn(&(Xtables, String)) -> Result<(T, Result<()>)> + Sync,
+    ) -> Vec<Result<(T, Result<()>)>> {
         if plans.iter().all(|(x, _)| x.mode == Mode::Nft) {
             return std::thread::scope(|scope| {
-                let running: Vec<_> = plans
-                    .iter()
-                    .map(|p| scope.spawn(move || apply(p)))
-                    .collect();
+                let running: Vec<_> = plans.iter().map(|p| scope.spawn(|| apply(p))).collect();
                 running
                     .into_iter()
                     .map(|r| {
@@ -165,7 +262,7 @@ impl IptablesBackend {
         let mut results = Vec::new();
         for plan in plans {
             let result = apply(plan);
-            let failed = result.is_err();
+            let failed = !matches!(result, Ok((_, Ok(()))));
             results.push(result);
             if failed {
                 break;
@@ -173,6 +270,63 @@ impl IptablesBackend {
         }
         results
     }
+}
+
+fn summary_line(xtables: &Xtables, wanted: Option<&FamilyRules>) -> String {
+    let rules: usize = wanted.map_or(0, |f| f.tables.iter().map(|t| t.rules.len()).sum());
+    format!("{}: {rules} rules", xtables.family.label())
+}
+
+/// Whether a failed restore of `script` may have committed some of its tables: not when
+/// iptables names a failing line of the first table, whose `COMMIT` comes before any
+/// other.
+fn may_have_committed(script: &str, error: &anyhow::Error) -> bool {
+    let Some(first_commit) = script.lines().position(|l| l == "COMMIT") else {
+        return false;
+    };
+    // Line numbers count from 1.
+    failed_line(&format!("{error:#}")).is_none_or(|line| line > first_commit + 1)
+}
+
+/// The line iptables-restore reports failing: `line N failed` (a command or COMMIT) or
+/// `Error occurred at line: N` (a line it could not parse).
+fn failed_line(message: &str) -> Option<usize> {
+    let number = |text: &str| {
+        let digits = text.trim_start();
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    };
+    if let Some((_, rest)) = message.split_once("Error occurred at line:") {
+        return number(rest);
+    }
+    message.split("line ").skip(1).find_map(|rest| {
+        let (n, after) = rest.split_once(' ')?;
+        after.starts_with("failed").then(|| number(n))?
+    })
+}
+
+/// The script that adds `wanted` to tables holding nothing of ours, without having read
+/// them. It fails before anything is committed when one of our chains exists: `-N`
+/// refuses it, and iptables commits each table at its `COMMIT`, so the table creating
+/// chains (nat) goes first.
+fn fresh_script(wanted: &FamilyRules) -> String {
+    let mut tables: Vec<_> = wanted.tables.iter().collect();
+    tables.sort_by_key(|t| t.chains.is_empty());
+    let mut script = String::new();
+    for table in tables {
+        script.push_str(&format!("*{}\n", table.name));
+        for chain in &table.chains {
+            script.push_str(&format!("-N {chain}\n"));
+        }
+        for rule in &table.rules {
+            script.push_str(&restore::rule_line(rule, false));
+            script.push('\n');
+        }
+        script.push_str("COMMIT\n");
+    }
+    script
 }
 
 /// What converging `xtables` to `wanted` leaves on record with the tables as `saved`; None
@@ -354,6 +508,46 @@ mod tests {
         );
         assert!(script.contains("\n-A OUTPUT -m comment --comment \"kuma/mesh/transparent/proxy/redirect outbound TCP traffic to our custom chain for processing\" -p tcp -j KUMA_MESH_OUTBOUND\n"), "{script}");
         assert!(script.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn a_fresh_install_creates_the_chains_first_so_an_existing_one_stops_it_before_any_commit() {
+        let mut desired = desired();
+        let family = desired.families.first_mut().unwrap();
+        // Tables come in kumactl's order, raw before nat.
+        family.tables.insert(
+            0,
+            crate::ruleset::Table {
+                name: TableName::Raw,
+                chains: vec![],
+                rules: vec![],
+            },
+        );
+        let script = fresh_script(family);
+        assert!(
+            script.starts_with("*nat\n-N KUMA_MESH_INBOUND\n"),
+            "{script}"
+        );
+        assert!(script.ends_with("COMMIT\n*raw\nCOMMIT\n"), "{script}");
+        assert!(!script.contains("\n:"), "{script}");
+    }
+
+    #[test]
+    fn a_failure_inside_the_first_table_committed_nothing() {
+        let script = "*nat\n-N A\n-A OUTPUT -j A\nCOMMIT\n*raw\n-A OUTPUT -j CT\nCOMMIT\n";
+        let failed = |message: &str| may_have_committed(script, &anyhow!("{message}"));
+        assert!(!failed(
+            "iptables-restore: line 2 failed: Chain already exists."
+        ));
+        assert!(!failed("iptables-restore: line 4 failed"));
+        assert!(failed("iptables-restore: line 6 failed"));
+        assert!(!failed(
+            "iptables-restore v1.8.9 (nf_tables): Chain 'A' does not exist\nError occurred at line: 3"
+        ));
+        assert!(failed("Error occurred at line: 5"));
+        // No line named: it may have got anywhere.
+        assert!(failed("Another app is currently holding the xtables lock."));
+        assert!(failed("/opt/line 2 tools/iptables-restore failed"));
     }
 
     #[test]

@@ -96,11 +96,7 @@ impl Xtables {
         match found.as_slice() {
             [] => bail!("no usable {base} executables found (install the iptables package)"),
             [only] => Ok(only.clone()),
-            [nft, legacy] => {
-                nft.prefetch();
-                legacy.prefetch();
-                Ok(choose_between(nft, legacy).clone())
-            }
+            [nft, legacy] => Ok(choose_between(nft, legacy).clone()),
             _ => unreachable!("at most two modes"),
         }
     }
@@ -207,6 +203,16 @@ impl Xtables {
     /// Probes tables, match modules and a Docker `DOCKER_OUTPUT` chain, as kumactl does;
     /// fails when the minimum (nat table, tcp and owner matches) is missing.
     pub fn features(&self) -> Result<Features> {
+        Ok(Features {
+            docker_output_chain: self
+                .snapshot_table("nat")
+                .is_some_and(|text| has_docker_output(&text)),
+            ..self.features_without_tables()?
+        })
+    }
+
+    /// [`Self::features`] without reading the tables: no `DOCKER_OUTPUT` chain assumed.
+    pub fn features_without_tables(&self) -> Result<Features> {
         let nat = self.has_table("nat");
         let raw = self.has_table("raw");
         let (tcp, udp, owner) = (
@@ -235,9 +241,7 @@ impl Xtables {
             comment_module: self.has_module("comment"),
             conntrack_zone_split: raw && udp && self.has_module("conntrack"),
             mangle_table: self.has_table("mangle"),
-            docker_output_chain: self
-                .snapshot_table("nat")
-                .is_some_and(|text| has_docker_output(&text)),
+            docker_output_chain: false,
         })
     }
 
@@ -285,14 +289,11 @@ impl Xtables {
 
     /// Applies a restore script as one transaction, retrying as configured.
     pub fn restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
-        self.forget_snapshot();
-        let args = self.restore_args(options, false);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let attempts = options.max_retries + 1;
         let mut last = None;
         for attempt in 1..=attempts {
-            match host::run_checked(&self.restore, &args, Some(script)) {
-                Ok(_) => return Ok(()),
+            match self.restore_once(script, options) {
+                Ok(()) => return Ok(()),
                 Err(error) => {
                     if attempt < attempts {
                         eprintln!(
@@ -310,6 +311,15 @@ impl Xtables {
             "{} rules could not be applied after {attempts} attempt(s)",
             self.family.label()
         ))
+    }
+
+    /// Applies a restore script once. iptables commits each table at its `COMMIT`: when a
+    /// later table fails, the earlier ones stay changed.
+    pub fn restore_once(&self, script: &str, options: &RestoreOptions) -> Result<()> {
+        self.forget_snapshot();
+        let args = self.restore_args(options, false);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
     }
 }
 
@@ -361,17 +371,21 @@ fn has_docker_output(save: &str) -> bool {
 }
 
 /// kumactl's choice when both modes work: the one holding rules; nft when both or neither
-/// do, unless only legacy has Docker's DOCKER_OUTPUT chain.
+/// do, unless only legacy has Docker's DOCKER_OUTPUT chain. Legacy is read first: without
+/// legacy tables in this namespace that read starts no process, and the answer is nft
+/// whatever nft holds.
 fn choose_between<'a>(nft: &'a Xtables, legacy: &'a Xtables) -> &'a Xtables {
-    let (nft_rules, legacy_rules) = (has_rules(nft), has_rules(legacy));
+    if !has_rules(legacy) {
+        return nft;
+    }
     let docker = |x: &Xtables| {
         x.snapshot_table("nat")
             .is_some_and(|t| has_docker_output(&t))
     };
-    match (nft_rules, legacy_rules) {
-        (true, true) if docker(legacy) && !docker(nft) => legacy,
-        (false, true) => legacy,
-        _ => nft,
+    if !has_rules(nft) || (docker(legacy) && !docker(nft)) {
+        legacy
+    } else {
+        nft
     }
 }
 

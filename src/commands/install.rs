@@ -6,6 +6,7 @@ use super::target::{self, Target};
 use super::{
     detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
 };
+use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
 use crate::backend::firewalld::{self, Bus, Firewalld, FirewalldBackend, Presence, Reading};
 use crate::backend::iptables::IptablesBackend;
@@ -29,6 +30,11 @@ pub(super) struct Desired {
     pub xtables: Vec<Xtables>,
     /// firewalld's configurations, being read while the rules were built (install only).
     pub reading: Option<Reading>,
+    /// The tables were not read: a raw install with no record of earlier rules of ours
+    /// tries [`IptablesBackend::install_fresh`] first. The rules then assume no Docker
+    /// `DOCKER_OUTPUT` chain; `facts` rebuild them from the tables otherwise.
+    pub fresh: bool,
+    pub facts: Vec<FamilyFacts>,
 }
 
 /// Loads the configuration and builds the rules as install does. `read_only` (status, and
@@ -62,15 +68,19 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let lock = crate::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
-    let detect = |mode| -> Result<Vec<Xtables>> {
+    let detect_reading = |mode, read_tables| -> Result<Vec<Xtables>> {
         if !read_only {
-            detect_xtables_preferring(&config.executables, mode)
+            detect_xtables_preferring(&config.executables, mode, read_tables)
         } else if host::is_root() {
-            Ok(detect_xtables_preferring(&config.executables, mode).unwrap_or_default())
+            Ok(
+                detect_xtables_preferring(&config.executables, mode, read_tables)
+                    .unwrap_or_default(),
+            )
         } else {
             Ok(Vec::new())
         }
     };
+    let detect = |mode| detect_reading(mode, true);
     let bus = firewalld::connect()?;
     // With firewalld on the bus, and nothing going to reload it before the plan (only turning
     // RFC3964_IPv4 off does), its configurations are asked for and iptables is read now,
@@ -86,6 +96,9 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let target = target::choose_given(&args.firewalld, config.store_firewalld, presence)?;
     let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);
+    let fresh = matches!(target, Target::Iptables)
+        && !read_only
+        && !families.iter().any(|f| applied::is_recorded(*f));
     let (reading, xtables) = match &target {
         Target::Firewalld(firewalld) => (
             // Read after any reload above.
@@ -95,9 +108,9 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
                 None => detect(xtables::firewalld_mode())?,
             },
         ),
-        _ => (None, detect(None)?),
+        _ => (None, detect_reading(None, !fresh)?),
     };
-    let facts = gather_facts(&config, uid, &families, &xtables, read_only)?;
+    let facts = gather_facts(&config, uid, &families, &xtables, read_only, fresh)?;
     let ruleset = ruleset::build(&config, &facts);
     Ok(Desired {
         lock,
@@ -106,6 +119,8 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         ruleset,
         xtables,
         reading,
+        fresh,
+        facts,
     })
 }
 
@@ -139,6 +154,8 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         ruleset: desired,
         xtables,
         reading,
+        fresh,
+        facts,
     } = prepare(args, false)?;
     match target {
         Target::Firewalld(firewalld) => {
@@ -164,7 +181,8 @@ pub fn run(args: &InstallArgs) -> Result<()> {
                 return Ok(());
             }
             prepare_ipv6(&desired)?;
-            let mut backend = IptablesBackend::new(xtables, restore_options(&config));
+            // The clones share what was read of the tables.
+            let mut backend = IptablesBackend::new(xtables.clone(), restore_options(&config));
             if config.store_firewalld {
                 notice(format!(
                     "--store-firewalld: firewalld is not installed here ({} does not exist); nothing will be stored",
@@ -175,7 +193,22 @@ pub fn run(args: &InstallArgs) -> Result<()> {
                 "applying with {}; nothing persists across reboots (no firewalld)",
                 backend.name()
             ));
-            let outcome = backend.converge(&desired)?;
+            let installed = if fresh {
+                let docker_chain_matters =
+                    ruleset::build(&config, &with_docker_chain(&facts)) != desired;
+                backend.install_fresh(&desired, docker_chain_matters)?
+            } else {
+                None
+            };
+            let outcome = match installed {
+                Some(outcome) => outcome,
+                // The tables were not as assumed (Docker's chain changes the rules).
+                None if fresh => {
+                    let facts = with_features_from_tables(facts, &xtables)?;
+                    backend.converge(&ruleset::build(&config, &facts))?
+                }
+                None => backend.converge(&desired)?,
+            };
             let done = if outcome.changed {
                 "installed"
             } else {
@@ -347,23 +380,48 @@ fn family_facts(
 }
 
 /// Facts for each family. A family without iptables is skipped; with `assume_features`
-/// (dry run) it gets every feature instead, as do failed probes.
+/// (dry run) it gets every feature instead, as do failed probes. `without_tables` probes
+/// all but what needs the tables read (see [`Desired::fresh`]).
 fn gather_facts(
     config: &Config,
     uid: u32,
     families: &[Family],
     xtables: &[Xtables],
     assume_features: bool,
+    without_tables: bool,
 ) -> Result<Vec<FamilyFacts>> {
     let mut facts = Vec::new();
     for family in families {
         let features = match xtables.iter().find(|x| x.family == *family) {
             Some(x) if assume_features => x.features().unwrap_or_default(),
+            Some(x) if without_tables => x.features_without_tables()?,
             Some(x) => x.features()?,
             None if assume_features => Features::default(),
             None => continue,
         };
         facts.push(family_facts(config, uid, *family, features)?);
+    }
+    Ok(facts)
+}
+
+/// `facts` as if every family had Docker's `DOCKER_OUTPUT` chain.
+fn with_docker_chain(facts: &[FamilyFacts]) -> Vec<FamilyFacts> {
+    let mut facts = facts.to_vec();
+    for fact in &mut facts {
+        fact.features.docker_output_chain = true;
+    }
+    facts
+}
+
+/// `facts` with each family's features probed again, the tables read this time.
+fn with_features_from_tables(
+    mut facts: Vec<FamilyFacts>,
+    xtables: &[Xtables],
+) -> Result<Vec<FamilyFacts>> {
+    for fact in &mut facts {
+        if let Some(x) = xtables.iter().find(|x| x.family == fact.family) {
+            fact.features = x.features()?;
+        }
     }
     Ok(facts)
 }

@@ -51,26 +51,33 @@ fn notice(message: impl fmt::Display) {
 /// The iptables executables of each family: IPv4 must exist; IPv6 follows its mode and
 /// is skipped when missing.
 fn detect_xtables(paths: &ExecutablePaths) -> Result<Vec<Xtables>> {
-    detect_xtables_preferring(paths, None)
+    detect_xtables_preferring(paths, None, true)
 }
 
 /// Like [`detect_xtables`], with the nft/legacy choice made beforehand: a running
 /// firewalld always uses the iptables its own path resolves to.
 ///
-/// Every family's tables are read at once (each `iptables-save` is a process): IPv6's in
-/// the mode IPv4 most likely takes, started before IPv4's mode is settled.
-fn detect_xtables_preferring(paths: &ExecutablePaths, mode: Option<Mode>) -> Result<Vec<Xtables>> {
+/// With `read_tables`, every family's tables are read at once (each `iptables-save` is a
+/// process): IPv6's in the mode IPv4 most likely takes, started before IPv4's mode is
+/// settled.
+fn detect_xtables_preferring(
+    paths: &ExecutablePaths,
+    mode: Option<Mode>,
+    read_tables: bool,
+) -> Result<Vec<Xtables>> {
     let likely_ipv6 = Xtables::detect(
         Family::V6,
         paths.ipv6.as_ref(),
         Some(mode.unwrap_or(Mode::Nft)),
     )
     .ok();
-    if let Some(ipv6) = &likely_ipv6 {
+    if let Some(ipv6) = likely_ipv6.as_ref().filter(|_| read_tables) {
         ipv6.prefetch();
     }
     let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), mode)?;
-    ipv4.prefetch();
+    if read_tables {
+        ipv4.prefetch();
+    }
     let ipv6 = match likely_ipv6 {
         Some(ipv6) if ipv6.mode == ipv4.mode => Ok(ipv6),
         _ => Xtables::detect(Family::V6, paths.ipv6.as_ref(), Some(ipv4.mode)),
