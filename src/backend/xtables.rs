@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use crate::format::nfnetlink;
 use crate::host;
 use crate::ruleset::{Family, Features};
 
@@ -203,12 +204,40 @@ impl Xtables {
     /// Probes tables, match modules and a Docker `DOCKER_OUTPUT` chain, as kumactl does;
     /// fails when the minimum (nat table, tcp and owner matches) is missing.
     pub fn features(&self) -> Result<Features> {
+        let docker_output_chain = self
+            .nft_has_chain("nat", "DOCKER_OUTPUT")
+            .unwrap_or_else(|| {
+                self.snapshot_table("nat")
+                    .is_some_and(|text| has_docker_output(&text))
+            });
         Ok(Features {
-            docker_output_chain: self
-                .snapshot_table("nat")
-                .is_some_and(|text| has_docker_output(&text)),
+            docker_output_chain,
             ..self.features_without_tables()?
         })
+    }
+
+    /// Whether `table` holds `chain`, asked of nf_tables directly (no process, unlike a
+    /// save); None for legacy iptables or when the kernel does not answer.
+    fn nft_has_chain(&self, table: &str, chain: &str) -> Option<bool> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+        use std::io::{Read as _, Write as _};
+        if self.mode != Mode::Nft {
+            return None;
+        }
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .ok()?;
+        let mut netlink = std::fs::File::from(fd);
+        netlink
+            .write_all(&nfnetlink::get_chain_request(self.family, table, chain))
+            .ok()?;
+        let mut reply = [0; 4096];
+        let length = netlink.read(&mut reply).ok()?;
+        nfnetlink::chain_found(&reply[..length])
     }
 
     /// [`Self::features`] without reading the tables: no `DOCKER_OUTPUT` chain assumed.

@@ -68,7 +68,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let lock = crate::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
-    let detect_reading = |mode, read_tables| -> Result<Vec<Xtables>> {
+    let detect = |mode, read_tables| -> Result<Vec<Xtables>> {
         if !read_only {
             detect_xtables_preferring(&config.executables, mode, read_tables)
         } else if host::is_root() {
@@ -80,17 +80,15 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
             Ok(Vec::new())
         }
     };
-    let detect = |mode| detect_reading(mode, true);
     let bus = firewalld::connect()?;
     // With firewalld on the bus, and nothing going to reload it before the plan (only turning
-    // RFC3964_IPv4 off does), its configurations are asked for and iptables is read now,
-    // while firewalld answers its state and settings: each is a wait on another process.
-    let (early_reading, early_xtables) = match &bus {
-        Some(bus) if !args.disable_firewalld_rfc3964_ipv4 => (
-            plans.then(|| bus.read_in_background()).transpose()?,
-            Some(detect(xtables::firewalld_mode())),
-        ),
-        _ => (None, None),
+    // RFC3964_IPv4 off does), its configurations are asked for now, queued behind its state
+    // and settings: firewalld answers one call at a time.
+    let early_reading = match &bus {
+        Some(bus) if !args.disable_firewalld_rfc3964_ipv4 => {
+            plans.then(|| bus.read_in_background()).transpose()?
+        }
+        _ => None,
     };
     let presence = bus.map_or(Ok(Presence::Absent), Bus::presence)?;
     let target = target::choose_given(&args.firewalld, config.store_firewalld, presence)?;
@@ -100,15 +98,15 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         && !read_only
         && !families.iter().any(|f| applied::is_recorded(*f));
     let (reading, xtables) = match &target {
+        // The tables are read only if a change needs them: Docker's chain, which the rules
+        // depend on, is asked of nf_tables directly, and a save would compete with
+        // firewalld for the CPU while it answers.
         Target::Firewalld(firewalld) => (
             // Read after any reload above.
             early_reading.or_else(|| plans.then(|| firewalld.read_in_background())),
-            match early_xtables {
-                Some(xtables) => xtables?,
-                None => detect(xtables::firewalld_mode())?,
-            },
+            detect(xtables::firewalld_mode(), false)?,
         ),
-        _ => (None, detect_reading(None, !fresh)?),
+        _ => (None, detect(None, !fresh)?),
     };
     let facts = gather_facts(&config, uid, &families, &xtables, read_only, fresh)?;
     let ruleset = ruleset::build(&config, &facts);
