@@ -89,6 +89,8 @@ impl Backend for IptablesBackend {
         let attempts = self.each_family(&plans, |(xtables, script)| {
             let before = xtables.snapshot()?;
             let result = xtables.restore(script, &self.options);
+            // The read back starts as soon as this family is done.
+            xtables.prefetch();
             Ok((before, result))
         });
         for ((xtables, script), attempt) in plans.iter().zip(attempts) {
@@ -121,7 +123,7 @@ impl Backend for IptablesBackend {
             };
             return Err(error.context(format!("{} rules were rejected; {state}", family.label())));
         }
-        // Read back, every family at once.
+        // Read back: restored families are being read already, any other starts now.
         self.families.iter().for_each(Xtables::prefetch);
         let mut summary = Vec::new();
         for xtables in &self.families {
@@ -183,7 +185,10 @@ impl IptablesBackend {
         }
         self.applied.clear();
         let attempts = self.each_family(&plans, |(xtables, script)| {
-            Ok(((), xtables.restore_once(script, &self.options)))
+            let result = xtables.restore_once(script, &self.options);
+            // The read back starts as soon as this family is done.
+            xtables.prefetch();
+            Ok(((), result))
         });
         self.families.iter().for_each(Xtables::prefetch);
         let mut fitted = Vec::new();
