@@ -118,7 +118,12 @@ pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> io::Result<Out
     if let Some(input) = stdin {
         use io::Write as _;
         let mut pipe = child.stdin.take().expect("stdin was piped");
-        pipe.write_all(input.as_bytes())?;
+        match pipe.write_all(input.as_bytes()) {
+            // It stopped reading (iptables-restore at a line it rejects): its exit status
+            // and stderr say why.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
     }
     child.wait_with_output()
 }
@@ -183,6 +188,20 @@ pub fn seconds_from_env(name: &str, default: Duration) -> Result<Duration, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_that_stops_reading_its_input_is_reported_by_its_exit() {
+        // More than a pipe holds, so the write meets a closed pipe.
+        let input = "x".repeat(1 << 20);
+        let output = run(
+            Path::new("/bin/sh"),
+            &["-c", "echo 'line 3 failed' >&2; exit 3"],
+            Some(&input),
+        )
+        .unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "line 3 failed\n");
+    }
 
     #[test]
     fn if_inet6_lines_name_address_and_interface() {
