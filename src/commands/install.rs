@@ -108,7 +108,10 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         ),
         _ => (None, detect(None, !fresh)?),
     };
-    let facts = gather_facts(&config, uid, &families, &xtables, read_only, fresh)?;
+    let mut facts = gather_facts(&config, uid, &families, &xtables, read_only, fresh)?;
+    if matches!(target, Target::Firewalld(_) | Target::Offline(_)) {
+        without_docker_chain(&mut facts);
+    }
     let ruleset = ruleset::build(&config, &facts);
     Ok(Desired {
         lock,
@@ -400,6 +403,21 @@ fn gather_facts(
         facts.push(family_facts(config, uid, *family, features)?);
     }
     Ok(facts)
+}
+
+/// firewalld empties every iptables table when it reloads or starts, Docker's
+/// `DOCKER_OUTPUT` chain with them, and a direct rule jumping to a chain that is gone makes
+/// it fail (state FAILED, no rules at all). Under firewalld, kuma-dp's DNS therefore returns
+/// early, as without Docker: it goes on through the built-in chain, where Docker's own jump
+/// to its chain still takes it, as long as that chain is there.
+fn without_docker_chain(facts: &mut [FamilyFacts]) {
+    for fact in facts.iter_mut().filter(|f| f.features.docker_output_chain) {
+        notice(format!(
+            "{}: Docker's DOCKER_OUTPUT chain is not firewalld's and is gone after firewalld reloads or starts, so kuma-dp's DNS is not sent there (a direct rule jumping to it would make firewalld fail)",
+            fact.family.label()
+        ));
+        fact.features.docker_output_chain = false;
+    }
 }
 
 /// `facts` as if every family had Docker's `DOCKER_OUTPUT` chain.
