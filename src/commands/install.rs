@@ -34,6 +34,7 @@ pub(super) struct Desired {
     /// tries [`IptablesBackend::install_fresh`] first. The rules then assume no Docker
     /// `DOCKER_OUTPUT` chain; `facts` rebuild them from the tables otherwise.
     pub fresh: bool,
+    /// What `ruleset` was built from.
     pub facts: Vec<FamilyFacts>,
 }
 
