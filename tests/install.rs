@@ -300,20 +300,25 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     assert!(sandbox.save("iptables-save").contains("--dport 2222"));
 }
 
+/// `text` as an executable file `name` in the sandbox directory; its path.
+fn executable_script(sandbox: &Sandbox, name: &str, text: &str) -> String {
+    let path = sandbox.path(name);
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// A script standing in for `real` that appends its arguments to `log` (except `--version`,
 /// which mode detection asks), then runs `real`.
 fn logging_wrapper(sandbox: &Sandbox, real: &str, log: &str) -> String {
-    let wrapper = sandbox.path(&format!("logging-{real}"));
-    std::fs::write(
-        &wrapper,
-        format!(
+    executable_script(
+        sandbox,
+        &format!("logging-{real}"),
+        &format!(
             "#!/bin/sh\n[ \"$1\" = --version ] || echo \"{real} $*\" >> {log}\nexec /usr/sbin/{real} \"$@\"\n"
         ),
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -495,10 +500,10 @@ fn a_transaction_failing_after_its_first_table_changes_nothing() {
 /// An iptables-restore that rejects the table holding `text`, as iptables does a rule it
 /// cannot take: the tables before it are committed, the rest are not.
 fn rejecting_restore(sandbox: &Sandbox, text: &str) -> String {
-    let path = sandbox.path(&format!("restore-rejecting-{}", text.replace(' ', "-")));
-    std::fs::write(
-        &path,
-        format!(
+    executable_script(
+        sandbox,
+        &format!("restore-rejecting-{}", text.replace(' ', "-")),
+        &format!(
             "#!/bin/sh\n[ \"$1\" = --version ] && exec iptables-nft-restore --version\n\
              script=$(cat)\n\
              case \"$script\" in *'{text}'*) ;; *) printf '%s\\n' \"$script\" | iptables-nft-restore \"$@\"; exit ;; esac\n\
@@ -507,10 +512,6 @@ fn rejecting_restore(sandbox: &Sandbox, text: &str) -> String {
              echo 'iptables-restore: line 999 failed' >&2\nexit 1\n"
         ),
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -678,19 +679,15 @@ fn failed_restores_are_retried_then_reported_with_nothing_changed() {
         return;
     };
     // An iptables-restore that accepts --test but fails to apply, as under a held lock.
-    let flaky = sandbox.path("flaky-restore");
-    std::fs::write(
-        &flaky,
+    let flaky = executable_script(
+        &sandbox,
+        "flaky-restore",
         "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && exec iptables-nft-restore \"$@\"; done\n\
          [ \"$1\" = --version ] && exec iptables-nft-restore --version\n\
          echo 'Another app is currently holding the xtables lock.' >&2\nexit 4\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let executables = format!(
-        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{}",
-        flaky.display()
+        "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{flaky}"
     );
     let before = sandbox.save("iptables-save");
     let output = sandbox.tproxy(&[
@@ -722,20 +719,16 @@ fn ipv6_failing_after_ipv4_applied_puts_ipv4_back() {
         return;
     };
     // An ip6tables-restore that reports its version but refuses every transaction.
-    let failing = sandbox.path("failing-ip6tables-restore");
-    std::fs::write(
-        &failing,
+    let failing = executable_script(
+        &sandbox,
+        "failing-ip6tables-restore",
         "#!/bin/sh\n[ \"$1\" = --version ] && exec ip6tables-nft-restore --version\n\
          echo 'ip6tables-restore: line 3 failed' >&2\nexit 1\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let executables = format!(
         "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,\
          iptables-restore:/usr/sbin/iptables-nft-restore,ip6tables:/usr/sbin/ip6tables-nft,\
-         ip6tables-save:/usr/sbin/ip6tables-nft-save,ip6tables-restore:{}",
-        failing.display()
+         ip6tables-save:/usr/sbin/ip6tables-nft-save,ip6tables-restore:{failing}"
     );
     add_foreign_rules(&sandbox);
     let before = [
