@@ -133,10 +133,7 @@ fn uninstall_restores_foreign_tables_byte_for_byte() {
         return;
     };
     add_foreign_rules(&sandbox);
-    let before = (
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    );
+    let before = sandbox.saves();
     let mut args = vec![
         "install",
         "--kuma-dp-user",
@@ -174,18 +171,9 @@ fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
         "22",
     ];
     sandbox.tproxy_ok(&flags);
-    let first = (
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    );
+    let first = sandbox.saves();
     sandbox.tproxy_ok(&flags);
-    assert_eq!(
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ),
-        first
-    );
+    assert_eq!(sandbox.saves(), first);
 
     sandbox.tproxy_ok(&[
         "install",
@@ -281,19 +269,10 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     );
 
     // One of our chains emptied behind our back: the re-run fills it again.
-    let complete = (
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    );
+    let complete = sandbox.saves();
     sandbox.ok(&["ip6tables", "-t", "nat", "-F", "KUMA_MESH_OUTBOUND"]);
     sandbox.tproxy_ok(&flags);
-    assert_eq!(
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ),
-        complete
-    );
+    assert_eq!(sandbox.saves(), complete);
 
     // Other flags are other rules.
     sandbox.tproxy_ok(&[&flags[..], &["--exclude-inbound-ports", "2222"]].concat());
@@ -370,21 +349,12 @@ fn a_first_install_reads_the_tables_only_to_verify() {
             "iptables-nft-save ",
         ]
     );
-    let installed = (
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    );
+    let installed = sandbox.saves();
     // The same rules as an install that finds one of our chains and plans from the tables.
     sandbox.tproxy_ok(&["uninstall"]);
     sandbox.ok(&["iptables", "-t", "nat", "-N", "KUMA_MESH_OUTBOUND"]);
     sandbox.tproxy_ok(&flags);
-    assert_eq!(
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ),
-        installed
-    );
+    assert_eq!(sandbox.saves(), installed);
     // Recorded: a re-run reads the tables to plan and finds nothing to do.
     assert_eq!(calls(&flags), ["ip6tables-nft-save ", "iptables-nft-save "]);
 }
@@ -397,10 +367,7 @@ fn a_first_install_meets_tables_it_did_not_expect() {
     let flags = ["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"];
     add_foreign_rules(&sandbox);
     sandbox.tproxy_ok(&flags);
-    let clean = (
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    );
+    let clean = sandbox.saves();
     sandbox.tproxy_ok(&["uninstall"]);
 
     // A rule of ours left outside our chains: it does not stop the install, the read back
@@ -423,13 +390,7 @@ fn a_first_install_meets_tables_it_did_not_expect() {
         "1",
     ]);
     sandbox.tproxy_ok(&flags);
-    assert_eq!(
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ),
-        clean
-    );
+    assert_eq!(sandbox.saves(), clean);
     sandbox.tproxy_ok(&["uninstall"]);
 
     // Docker's DNS chain: the rules change for it.
@@ -463,13 +424,7 @@ fn a_transaction_failing_after_its_first_table_changes_nothing() {
         return;
     };
     add_foreign_rules(&sandbox);
-    let saved = || {
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save"),
-        )
-    };
-    let before = saved();
+    let before = sandbox.saves();
     // An install adds nat before raw when it has not read the tables, raw before nat when it
     // has: a rule rejected in the second table finds the first committed either way.
     for rejected in ["CT --zone", "REDIRECT"] {
@@ -493,7 +448,7 @@ fn a_transaction_failing_after_its_first_table_changes_nothing() {
             stderr.contains("IPv4 rules were rejected; nothing was changed"),
             "{rejected}: {stderr}"
         );
-        assert_eq!(saved(), before, "{rejected}");
+        assert_eq!(sandbox.saves(), before, "{rejected}");
     }
 }
 

@@ -314,6 +314,11 @@ impl Sandbox {
         normalise_counters(&self.ok(&[program]))
     }
 
+    /// [`Self::save`] of both families: `(IPv4, IPv6)`.
+    pub fn saves(&self) -> (String, String) {
+        (self.save("iptables-save"), self.save("ip6tables-save"))
+    }
+
     /// A copy of `file` in the sandbox directory that every user can read and run: the
     /// build tree may sit under a directory only root can enter.
     pub fn copy_for_any_user(&self, file: &Path) -> String {
