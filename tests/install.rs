@@ -432,24 +432,37 @@ fn a_transaction_failing_after_its_first_table_changes_nothing() {
         let executables = format!(
             "iptables:/usr/sbin/iptables-nft,iptables-save:/usr/sbin/iptables-nft-save,iptables-restore:{restore}"
         );
-        let output = sandbox.tproxy(&[
-            "install",
-            "--kuma-dp-user",
-            "kuma-dp",
-            "--redirect-dns",
-            "--iptables-executables",
-            &executables,
-            "--max-retries",
-            "0",
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{rejected}: {stderr}");
-        assert!(
-            stderr.contains("IPv4 rules were rejected; nothing was changed"),
-            "{rejected}: {stderr}"
-        );
-        assert_eq!(sandbox.saves(), before, "{rejected}");
+        assert_rejected_changing_nothing(&sandbox, &executables, "IPv4", &before);
     }
+}
+
+/// `install --redirect-dns` with `executables` fails, saying `family`'s rules were rejected
+/// and nothing was changed, and both families' tables are still `before`.
+fn assert_rejected_changing_nothing(
+    sandbox: &Sandbox,
+    executables: &str,
+    family: &str,
+    before: &(String, String),
+) {
+    let output = sandbox.tproxy(&[
+        "install",
+        "--kuma-dp-user",
+        "kuma-dp",
+        "--redirect-dns",
+        "--iptables-executables",
+        executables,
+        "--max-retries",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{executables}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{family} rules were rejected; nothing was changed"
+        )),
+        "{executables}: {stderr}"
+    );
+    assert_eq!(&sandbox.saves(), before, "{executables}");
 }
 
 /// An iptables-restore that rejects the table holding `text`, as iptables does a rule it
@@ -686,33 +699,9 @@ fn ipv6_failing_after_ipv4_applied_puts_ipv4_back() {
          ip6tables-save:/usr/sbin/ip6tables-nft-save,ip6tables-restore:{failing}"
     );
     add_foreign_rules(&sandbox);
-    let before = [
-        sandbox.save("iptables-save"),
-        sandbox.save("ip6tables-save"),
-    ];
-    let output = sandbox.tproxy(&[
-        "install",
-        "--kuma-dp-user",
-        "kuma-dp",
-        "--iptables-executables",
-        &executables,
-        "--max-retries",
-        "0",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("IPv6 rules were rejected; nothing was changed"),
-        "{stderr}"
-    );
-    assert_eq!(
-        [
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ],
-        before,
-        "IPv4 must be put back"
-    );
+    let before = sandbox.saves();
+    // IPv4 must be put back.
+    assert_rejected_changing_nothing(&sandbox, &executables, "IPv6", &before);
 }
 
 /// The raw backend's matrix: the system's iptables (iptables-nft here) and a host that has
