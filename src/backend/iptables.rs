@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::applied::{self, Record};
-use super::xtables::{Mode, RestoreOptions, Xtables};
+use super::xtables::{has_docker_output, Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
 use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PREFIX};
@@ -195,11 +195,10 @@ impl IptablesBackend {
         let mut committed = Vec::new();
         for ((xtables, script), attempt) in plans.iter().zip(attempts) {
             let ((), result) = attempt?;
-            let saved = restore::parse_save(&xtables.snapshot()?)?;
+            let text = xtables.snapshot()?;
+            let saved = restore::parse_save(&text)?;
             let wanted = desired.family(xtables.family);
-            let docker_chain = saved
-                .iter()
-                .any(|t| t.name == "nat" && t.chains.iter().any(|c| c == "DOCKER_OUTPUT"));
+            let docker_chain = has_docker_output(&text);
             match result {
                 Ok(())
                     if verify(&saved, wanted).is_ok()

@@ -395,8 +395,10 @@ fn find_extension_dir() -> Option<PathBuf> {
         .find_map(known)
 }
 
-fn has_docker_output(save: &str) -> bool {
-    save.lines().any(|l| l.starts_with(":DOCKER_OUTPUT"))
+/// Whether the nat table of an iptables-save text declares Docker's `DOCKER_OUTPUT` chain.
+pub fn has_docker_output(save: &str) -> bool {
+    table_section(save, "nat")
+        .is_some_and(|nat| nat.lines().any(|l| l.starts_with(":DOCKER_OUTPUT")))
 }
 
 /// kumactl's choice when both modes work: the one holding rules; nft when both or neither
