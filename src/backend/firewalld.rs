@@ -4,8 +4,6 @@
 //! step undoes the steps before it, so firewalld ends as it was or as wanted.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -17,7 +15,10 @@ use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::commands::BadInput;
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
-use crate::format::dbus::{self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings};
+use crate::format::dbus::{
+    self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings, WireChain, WirePassthrough,
+    WireRule, WireSettings,
+};
 use crate::format::direct_xml;
 use crate::ruleset::Ruleset;
 
@@ -43,62 +44,86 @@ pub enum Presence {
     NotRunning(String),
 }
 
-/// The system bus, with firewalld's name owned: firewalld is there, in some state.
+/// The system bus, connected; firewalld may or may not be on it.
 pub struct Bus {
     connection: Connection,
 }
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
-/// no bus or nobody owns firewalld's name. Only the bus itself answers here, not firewalld.
-pub fn connect() -> Result<Option<Bus>> {
-    let Some(connection) = dbus::system_bus() else {
-        return Ok(None);
-    };
-    if !dbus::is_running(&connection).context("asking the system bus for firewalld")? {
-        return Ok(None);
-    }
-    Ok(Some(Bus { connection }))
+/// none. Whether firewalld is on it, [`Asked::presence`] finds out.
+pub fn connect() -> Option<Bus> {
+    dbus::system_bus().map(|connection| Bus { connection })
 }
 
 /// Looks for firewalld on the system bus.
 pub fn find() -> Result<Presence> {
-    connect()?.map_or(Ok(Presence::Absent), Bus::presence)
+    connect().map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
 }
 
 impl Bus {
-    /// Starts reading firewalld's runtime and permanent direct configurations. firewalld
-    /// answers one call at a time, so calls made now queue behind the state and settings
-    /// [`Bus::presence`] asks for and firewalld is never idle waiting for our next call.
-    /// The answers are only worth having if nothing reloads firewalld in between.
+    /// Asks firewalld for its state and settings, without waiting for the answers: the calls
+    /// sent after these queue behind them (see [`dbus::Sent`]), so the answers that decide
+    /// what to do come first.
+    pub fn ask(self) -> Result<Asked> {
+        let sent = || -> zbus::Result<Asked> {
+            Ok(Asked {
+                main: dbus::get_all(&self.connection, dbus::PATH, dbus::SERVICE)?,
+                settings: dbus::get_all(
+                    &self.connection,
+                    dbus::CONFIG_PATH,
+                    "org.fedoraproject.FirewallD1.config",
+                )?,
+                connection: self.connection.clone(),
+            })
+        };
+        sent().map_err(|e| failure("asking firewalld for its state", &e))
+    }
+}
+
+type Properties = HashMap<String, zbus::zvariant::OwnedValue>;
+
+/// firewalld's state and settings, asked for (see [`Bus::ask`]).
+pub struct Asked {
+    connection: Connection,
+    main: dbus::Sent<Properties>,
+    settings: dbus::Sent<Properties>,
+}
+
+impl Asked {
+    /// Sends the reads of firewalld's runtime and permanent direct configurations; firewalld
+    /// answers them right after its state and settings, while we work on those. The answers
+    /// are only worth having if nothing reloads firewalld in between.
     pub fn read_in_background(&self) -> Result<Reading> {
-        let runtime = dbus::uncached(&self.connection)?;
-        let permanent = dbus::uncached(&self.connection)?;
-        Ok(Reading::start(runtime, permanent))
+        let proxies = || -> zbus::Result<(RuntimeDirect<'static>, PermanentDirect<'static>)> {
+            Ok((
+                dbus::uncached(&self.connection)?,
+                dbus::uncached(&self.connection)?,
+            ))
+        };
+        let (runtime, permanent) =
+            proxies().map_err(|e| failure("reading firewalld's direct rules", &e))?;
+        Ok(Reading::send(&runtime, &permanent))
     }
 
-    /// firewalld's state, waiting while it starts, and its settings.
-    pub fn presence(self) -> Result<Presence> {
-        let connection = self.connection;
+    /// firewalld's state, waiting while it starts, and its settings; Absent when nobody owns
+    /// firewalld's bus name.
+    pub fn presence(mut self) -> Result<Presence> {
         let timeout = crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
             .map_err(BadInput)?;
-        // Asked at once: the answer is needed as soon as firewalld turns out to be running.
-        let asking = connection.clone();
-        let settings = std::thread::spawn(move || {
-            dbus::string_properties(
-                &asking,
-                dbus::CONFIG_PATH,
-                "org.fedoraproject.FirewallD1.config",
-            )
-        });
-        let main = main_properties_once_started(&connection, timeout)?;
+        let main = match main_properties_once_started(&mut self.main, timeout)? {
+            Some(main) => dbus::strings(main),
+            None => return Ok(Presence::Absent),
+        };
         let state = main.get("state").cloned().unwrap_or_default();
         if state != "RUNNING" {
             return Ok(Presence::NotRunning(state));
         }
-        let mut config = settings
-            .join()
-            .map_err(|_| anyhow!("reading firewalld's settings failed"))?
+        let mut config = self
+            .settings
+            .answer()
+            .map(dbus::strings)
             .map_err(|e| failure("reading firewalld's settings", &e))?;
+        let connection = self.connection;
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
                 firewalld: dbus::uncached(&connection)?,
@@ -121,32 +146,26 @@ pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";
 /// How long firewalld may take to answer before we tell the operator we are waiting.
 const PATIENCE: Duration = Duration::from_secs(1);
 
-/// firewalld's main properties (`state`, `version`), waiting while it starts.
+/// firewalld's main properties (`state`, `version`), waiting while it starts; None when
+/// nobody owns its name.
 ///
 /// firewalld takes its bus name before it loads its configuration and answers no call until
 /// it has (state INIT, which therefore can never be read). systemd counts a `Type=dbus`
 /// service as started once it owns its name, so a unit ordered after firewalld.service can
 /// land in that window: there, we wait (saying so) instead of hanging silently or failing.
 fn main_properties_once_started(
-    connection: &Connection,
+    main: &mut dbus::Sent<Properties>,
     timeout: Duration,
-) -> Result<HashMap<String, String>> {
-    let (answer, answered) = mpsc::channel();
-    let asking = connection.clone();
-    // A blocking call cannot be given up on; the thread ends with the process if we do.
-    std::thread::spawn(move || {
-        let _ = answer.send(dbus::string_properties(&asking, dbus::PATH, dbus::SERVICE));
-    });
-    let answer = match answered.recv_timeout(PATIENCE) {
-        Ok(answer) => answer,
-        Err(_) => {
+) -> Result<Option<Properties>> {
+    let answer = match main.answer_within(PATIENCE) {
+        Some(answer) => answer,
+        None => {
             eprintln!(
                 "tproxy-firewalld: firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
                 timeout.as_secs()
             );
-            answered
-                .recv_timeout(timeout.saturating_sub(PATIENCE))
-                .map_err(|_| {
+            main.answer_within(timeout.saturating_sub(PATIENCE))
+                .ok_or_else(|| {
                     anyhow!(
                         "firewalld is still starting after {} s (it answers no call); run again once `firewall-cmd --state` prints running, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed",
                         timeout.as_secs()
@@ -154,7 +173,11 @@ fn main_properties_once_started(
                 })?
         }
     };
-    answer.map_err(|e| failure("reading firewalld's state", &e))
+    match answer {
+        Ok(main) => Ok(Some(main)),
+        Err(error) if dbus::is_unowned_name(&error) => Ok(None),
+        Err(error) => Err(failure("reading firewalld's state", &error)),
+    }
 }
 
 /// An error naming what we were doing, firewalld's answer and, where we know it, the fix.
@@ -175,73 +198,78 @@ fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
     anyhow!("{step}: {failure}{hint}")
 }
 
-fn read_runtime(runtime: &RuntimeDirect) -> Result<DirectConfig> {
-    // Three calls on the wire at once: firewalld queues them instead of waiting for us.
-    let read = || -> zbus::Result<DirectConfig> {
-        std::thread::scope(|scope| {
-            let chains = scope.spawn(|| runtime.get_all_chains());
-            let passthroughs = scope.spawn(|| runtime.get_all_passthroughs());
-            let rules = runtime.get_all_rules()?;
+/// The three runtime lists, asked for: firewalld has no call that returns them together.
+struct RuntimeReading {
+    chains: dbus::Sent<Vec<WireChain>>,
+    rules: dbus::Sent<Vec<WireRule>>,
+    passthroughs: dbus::Sent<Vec<WirePassthrough>>,
+}
+
+impl RuntimeReading {
+    fn send(runtime: &RuntimeDirect<'static>) -> Self {
+        let proxy = runtime.inner();
+        RuntimeReading {
+            chains: dbus::Sent::call(proxy, "getAllChains", ()),
+            rules: dbus::Sent::call(proxy, "getAllRules", ()),
+            passthroughs: dbus::Sent::call(proxy, "getAllPassthroughs", ()),
+        }
+    }
+
+    fn answer(self) -> Result<DirectConfig> {
+        let answers = || -> zbus::Result<DirectConfig> {
             Ok(dbus::from_wire((
-                call_answer(chains.join())?,
-                rules,
-                call_answer(passthroughs.join())?,
+                self.chains.answer()?,
+                self.rules.answer()?,
+                self.passthroughs.answer()?,
             )))
-        })
-    };
-    read().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+        };
+        answers().map_err(|e| failure("reading firewalld's runtime direct rules", &e))
+    }
 }
 
-/// The answer of a call made on another thread.
-fn call_answer<T>(answer: std::thread::Result<zbus::Result<T>>) -> zbus::Result<T> {
-    answer.unwrap_or_else(|_| Err(zbus::Error::Failure("the call's thread failed".into())))
+fn send_permanent_read(permanent: &PermanentDirect<'static>) -> dbus::Sent<WireSettings> {
+    dbus::Sent::call(permanent.inner(), "getSettings", ())
 }
 
-fn read_permanent(permanent: &PermanentDirect) -> Result<DirectConfig> {
-    permanent
-        .get_settings()
+fn permanent_answer(sent: dbus::Sent<WireSettings>) -> Result<DirectConfig> {
+    sent.answer()
         .map(dbus::from_wire)
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
 }
 
-/// firewalld's runtime and permanent direct configuration, being read on other threads.
+/// firewalld's runtime and permanent direct configuration, asked for.
 pub struct Reading {
-    runtime: JoinHandle<Result<DirectConfig>>,
-    permanent: JoinHandle<Result<DirectConfig>>,
+    runtime: RuntimeReading,
+    permanent: dbus::Sent<WireSettings>,
 }
 
 impl Reading {
-    fn start(runtime: RuntimeDirect<'static>, permanent: PermanentDirect<'static>) -> Self {
+    fn send(runtime: &RuntimeDirect<'static>, permanent: &PermanentDirect<'static>) -> Self {
         Reading {
-            runtime: std::thread::spawn(move || read_runtime(&runtime)),
-            permanent: std::thread::spawn(move || read_permanent(&permanent)),
+            runtime: RuntimeReading::send(runtime),
+            permanent: send_permanent_read(permanent),
         }
     }
 
     /// (runtime, permanent), once both answers are in.
     fn wait(self) -> Result<(DirectConfig, DirectConfig)> {
-        let join = |reader: JoinHandle<Result<DirectConfig>>| {
-            reader
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("reading firewalld's direct rules failed")))
-        };
-        Ok((join(self.runtime)?, join(self.permanent)?))
+        Ok((self.runtime.answer()?, permanent_answer(self.permanent)?))
     }
 }
 
 impl Firewalld {
     pub fn runtime_config(&self) -> Result<DirectConfig> {
-        read_runtime(&self.runtime)
+        RuntimeReading::send(&self.runtime).answer()
     }
 
     pub fn permanent_config(&self) -> Result<DirectConfig> {
-        read_permanent(&self.permanent)
+        permanent_answer(send_permanent_read(&self.permanent))
     }
 
-    /// Starts reading both configurations, so that probing iptables and building the rules
-    /// overlap firewalld's answers: each read is a round trip to firewalld's Python.
+    /// Sends the reads of both configurations, so that probing iptables and building the
+    /// rules overlap firewalld's answers: each read is a round trip to firewalld's Python.
     pub fn read_in_background(&self) -> Reading {
-        Reading::start(self.runtime.clone(), self.permanent.clone())
+        Reading::send(&self.runtime, &self.permanent)
     }
 
     fn update_permanent(&self, config: &DirectConfig) -> Result<()> {

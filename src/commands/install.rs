@@ -8,7 +8,7 @@ use super::{
 };
 use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
-use crate::backend::firewalld::{self, Bus, Firewalld, FirewalldBackend, Presence, Reading};
+use crate::backend::firewalld::{self, Asked, Bus, Firewalld, FirewalldBackend, Presence, Reading};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::{self, Xtables};
@@ -81,17 +81,17 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
             Ok(Vec::new())
         }
     };
-    let bus = firewalld::connect()?;
+    let asked = firewalld::connect().map(Bus::ask).transpose()?;
     // With firewalld on the bus, and nothing going to reload it before the plan (only turning
     // RFC3964_IPv4 off does), its configurations are asked for now, queued behind its state
     // and settings: firewalld answers one call at a time.
-    let early_reading = match &bus {
-        Some(bus) if !args.disable_firewalld_rfc3964_ipv4 => {
-            plans.then(|| bus.read_in_background()).transpose()?
+    let early_reading = match &asked {
+        Some(asked) if !args.disable_firewalld_rfc3964_ipv4 => {
+            plans.then(|| asked.read_in_background()).transpose()?
         }
         _ => None,
     };
-    let presence = bus.map_or(Ok(Presence::Absent), Bus::presence)?;
+    let presence = asked.map_or(Ok(Presence::Absent), Asked::presence)?;
     let target = target::choose_given(&args.firewalld, config.store_firewalld, presence)?;
     let ipv6_allowed = ipv6_allowed(&target, args, &config, read_only)?;
     let families = families(&config, ipv6_allowed);

@@ -1,14 +1,24 @@
 //! firewalld's D-Bus interface as far as we use it: the proxies, the wire shape of direct
 //! settings, and firewalld's errors. It knows nothing of plans or the CLI.
 //!
-//! zbus 5 with its blocking API: the tool makes a few dozen sequential calls and has no
-//! other use for an async runtime; zbus 6 dropped the blocking API and would need us to
-//! carry `block_on` around every call for no gain.
+//! zbus 5 with its blocking API: the calls that change firewalld go one at a time, each
+//! answer deciding the next, and the tool has no other use for an async runtime. Only the
+//! reads a run sends all at once ([`Sent`]) use zbus's async calls underneath. zbus 6
+//! dropped the blocking API and would need us to carry `block_on` around every call for
+//! no gain.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use futures_lite::future;
 use zbus::blocking::Connection;
+use zbus::proxy::MethodFlags;
+use zbus::zvariant;
 
 use crate::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
 
@@ -120,23 +130,90 @@ where
         .build()
 }
 
-/// Every string property of `interface` at `path`, in one `GetAll` round trip (firewalld
-/// answers each call from Python; one call instead of one per property).
-pub fn string_properties(
+/// A method call to firewalld, already sent, whose answer is collected later.
+///
+/// firewalld answers one call at a time, in the order the calls arrive, each from Python. A
+/// run sends every call it knows it needs at once, in the order it needs the answers, from
+/// one thread: firewalld is never idle waiting for our next call, and the first answers are
+/// worked on while firewalld prepares the others.
+pub struct Sent<T> {
+    // In a Mutex only to be Sync (the future is not), so that what holds it can be shared
+    // between threads; it is only ever used through `&mut self` or `self`.
+    answer: Mutex<Answer<T>>,
+}
+
+type Answer<T> = Pin<Box<dyn Future<Output = zbus::Result<T>> + Send>>;
+
+impl<T: Send + 'static> Sent<T> {
+    /// Sends `method` through `proxy` now. With NoAutoStart: the bus must not start a stopped
+    /// firewalld for us, and answers for it that nobody owns its name (NameHasNoOwner).
+    pub fn call<B>(proxy: &zbus::blocking::Proxy<'static>, method: &'static str, body: B) -> Self
+    where
+        B: serde::Serialize + zvariant::DynamicType + Send + Sync + 'static,
+        T: for<'d> zvariant::DynamicDeserialize<'d>,
+    {
+        let proxy = proxy.inner().clone();
+        let mut answer: Answer<T> = Box::pin(async move {
+            let flags = MethodFlags::NoAutoStart.into();
+            proxy
+                .call_with_flags(method, flags, &body)
+                .await?
+                .ok_or_else(|| zbus::Error::Failure(format!("{method}: no answer")))
+        });
+        // The first poll writes the call to the socket, zbus having noted its serial for the
+        // answer: nothing waits here.
+        if let Poll::Ready(done) = answer
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            answer = Box::pin(std::future::ready(done));
+        }
+        Sent {
+            answer: Mutex::new(answer),
+        }
+    }
+
+    /// Waits for the answer.
+    pub fn answer(self) -> zbus::Result<T> {
+        async_io::block_on(
+            self.answer
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The answer, or None when it takes longer than `patience` (it can still be waited for).
+    pub fn answer_within(&mut self, patience: Duration) -> Option<zbus::Result<T>> {
+        let answer = self
+            .answer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        async_io::block_on(future::or(async { Some(answer.await) }, async {
+            async_io::Timer::after(patience).await;
+            None
+        }))
+    }
+}
+
+/// `GetAll` of `interface` through a Properties proxy at firewalld's `path`, sent now.
+pub fn get_all(
     connection: &Connection,
     path: &'static str,
     interface: &'static str,
-) -> zbus::Result<HashMap<String, String>> {
+) -> zbus::Result<Sent<HashMap<String, zvariant::OwnedValue>>> {
     let properties = zbus::blocking::fdo::PropertiesProxy::builder(connection)
         .destination(SERVICE)?
         .path(path)?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()?;
-    let all = properties.get_all(zbus::names::InterfaceName::from_static_str(interface)?)?;
-    Ok(all
-        .into_iter()
+    Ok(Sent::call(properties.inner(), "GetAll", interface))
+}
+
+/// The string properties among `all`.
+pub fn strings(all: HashMap<String, zvariant::OwnedValue>) -> HashMap<String, String> {
+    all.into_iter()
         .filter_map(|(name, value)| String::try_from(value).ok().map(|v| (name, v)))
-        .collect())
+        .collect()
 }
 
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
@@ -168,12 +245,6 @@ fn plain_socket_path(address: &str) -> Option<&str> {
     address
         .strip_prefix("unix:path=")
         .filter(|path| !path.is_empty() && !path.contains([',', ';', '%']))
-}
-
-/// True when someone owns firewalld's bus name.
-pub fn is_running(connection: &Connection) -> zbus::Result<bool> {
-    let bus = zbus::blocking::fdo::DBusProxy::new(connection)?;
-    Ok(bus.name_has_owner(SERVICE.try_into()?)?)
 }
 
 pub fn to_wire(config: &DirectConfig) -> WireSettings {
@@ -226,6 +297,13 @@ pub fn from_wire(settings: WireSettings) -> DirectConfig {
             .map(|(ipv, args)| Passthrough { ipv, args })
             .collect(),
     }
+}
+
+/// True for the bus's answer that nobody owns the name called (NoAutoStart calls).
+pub fn is_unowned_name(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner"
+            || name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown")
 }
 
 /// An error reply from firewalld or the bus, classified.
