@@ -37,24 +37,18 @@ pub fn resolve_kuma_dp_uid(given: Option<&str>) -> Result<u32, String> {
     }
 }
 
-/// The name of the loopback interface (IFF_LOOPBACK), `lo` on every Linux we know of.
+/// The name of the loopback interface, `lo` on every Linux we know of. Since Linux 3.7 the
+/// loopback device has index 1 in every network namespace (LOOPBACK_IFINDEX): one ioctl
+/// instead of reading every interface's flags from sysfs.
 pub fn loopback_interface() -> String {
-    const IFF_LOOPBACK: u32 = 0x8;
-    let found = std::fs::read_dir("/sys/class/net")
+    const LOOPBACK_IFINDEX: u32 = 1;
+    nix::net::if_::if_indextoname(LOOPBACK_IFINDEX)
         .ok()
-        .and_then(|entries| {
-            entries.flatten().find_map(|entry| {
-                let flags = std::fs::read_to_string(entry.path().join("flags")).ok()?;
-                let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
-                (flags & IFF_LOOPBACK != 0)
-                    .then(|| entry.file_name().to_string_lossy().into_owned())
-            })
-        });
-    found.unwrap_or_else(|| "lo".to_string())
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "lo".to_string())
 }
 
-/// True when some interface has an IPv6 address other than loopback (kumactl's test for
-/// enabling IPv6 rules).
+/// The kernel's list of IPv6 addresses, one per line (empty without IPv6).
 fn read_if_inet6() -> String {
     std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default()
 }
@@ -67,16 +61,14 @@ fn has_address_on(if_inet6: &str, address: &str, interface: &str) -> bool {
     })
 }
 
+/// True when some interface has an IPv6 address other than loopback (kumactl's test for
+/// enabling IPv6 rules).
 pub fn has_non_loopback_ipv6() -> bool {
-    std::fs::read_to_string("/proc/net/if_inet6")
-        .map(|text| {
-            text.lines().any(|line| {
-                line.split_ascii_whitespace()
-                    .next()
-                    .is_some_and(|addr| addr != "00000000000000000000000000000001")
-            })
-        })
-        .unwrap_or(false)
+    read_if_inet6().lines().any(|line| {
+        line.split_ascii_whitespace()
+            .next()
+            .is_some_and(|addr| addr != "00000000000000000000000000000001")
+    })
 }
 
 /// `nameserver` entries of a resolv.conf, zone suffixes (`%eth0`) dropped.
@@ -232,6 +224,15 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(servers, ["10.0.0.2", "fe80::1", "1.1.1.1"]);
+    }
+
+    #[test]
+    fn the_loopback_interface_is_the_one_flagged_loopback() {
+        const IFF_LOOPBACK: u32 = 0x8;
+        let name = loopback_interface();
+        let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).unwrap();
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+        assert_ne!(flags & IFF_LOOPBACK, 0, "{name}: flags {flags:#x}");
     }
 
     #[test]
