@@ -390,6 +390,9 @@ pub struct FirewalldPlan {
     pub desired: DirectConfig,
     /// direct.xml as read before the change.
     file: Option<Loaded>,
+    /// direct.xml.old, when it seems to hold the layout an interrupted run lost (see
+    /// [`FirewalldBackend::recover_file_layout`]).
+    lost_layout: Option<Loaded>,
     /// Not storing, and the permanent configuration holds other entries of ours: they
     /// come back at the next reload.
     pub permanent_differs: bool,
@@ -505,6 +508,7 @@ impl FirewalldBackend {
         } else {
             None
         };
+        let lost_layout = file.as_ref().and_then(|file| self.lost_layout(file));
         let (runtime, stored) = match self.reading.take() {
             Some(reading) => reading.wait()?,
             None => (
@@ -533,6 +537,7 @@ impl FirewalldBackend {
                 .is_some_and(|stored| !same_entries(&stored.owned(), &desired)),
             desired,
             file,
+            lost_layout,
         })
     }
 
@@ -683,31 +688,34 @@ impl FirewalldBackend {
     /// direct.xml in firewalld's layout and the operator's file in direct.xml.old (firewalld
     /// backs the file up before writing it); the permanent configuration is already as
     /// desired, so no later run would call `keep_file_layout`. This finishes that run's work:
-    /// when direct.xml is exactly firewalld's rendering of its entries, direct.xml.old is not,
-    /// and direct.xml.old with our entries replaced holds the same entries as direct.xml, that
-    /// text becomes direct.xml (and direct.xml.old stays as it was). Only the layout changes.
+    /// when direct.xml is exactly firewalld's rendering of its entries, direct.xml.old is not
+    /// ([`Self::lost_layout`]), and direct.xml.old with our entries replaced holds the same
+    /// entries as direct.xml, that text becomes direct.xml (and direct.xml.old stays as it
+    /// was). Only the layout changes.
     fn recover_file_layout(&self, plan: &FirewalldPlan) -> Result<()> {
-        let Some(current) = &plan.file else {
+        let (Some(current), Some(old)) = (&plan.file, &plan.lost_layout) else {
             return Ok(());
         };
-        let config = current.document.config();
-        if current.text != direct_xml::render(&config) {
-            return Ok(());
-        }
-        let Ok(Some(old)) = DirectFile::at(&self.file.old_path()).load() else {
-            return Ok(());
-        };
-        if old.text == direct_xml::render(&old.document.config()) {
-            return Ok(());
-        }
         let text = old.document.with_owned(&plan.desired);
-        let same = direct_xml::parse(&text).is_ok_and(|doc| same_entries(&doc.config(), &config));
+        let same = direct_xml::parse(&text)
+            .is_ok_and(|doc| same_entries(&doc.config(), &current.document.config()));
         if text == current.text || !same {
             return Ok(());
         }
         self.file
             .write_keeping_old(&text, Some(current))
             .context("putting back direct.xml's own layout, lost by an interrupted run, failed")
+    }
+
+    /// direct.xml.old when direct.xml is exactly firewalld's rendering of its entries and
+    /// direct.xml.old is not: the layout an interrupted run may have lost. Looked at while
+    /// firewalld answers our reads; only the files decide it.
+    fn lost_layout(&self, current: &Loaded) -> Option<Loaded> {
+        if current.text != direct_xml::render(&current.document.config()) {
+            return None;
+        }
+        let old = DirectFile::at(&self.file.old_path()).load().ok()??;
+        (old.text != direct_xml::render(&old.document.config())).then_some(old)
     }
 
     /// Reads both targets back: our entries must be exactly the desired ones.
