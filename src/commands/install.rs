@@ -1,6 +1,6 @@
 use std::io;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::target::{self, Target};
 use super::{
@@ -46,6 +46,9 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
             "only one of '--redirect-dns' or '--redirect-all-dns-traffic' may be given".into()
         ));
     }
+    // The bus handshake (two round trips) runs beside loading the configuration and taking
+    // the lock; nothing is asked of firewalld before the lock is held.
+    let bus = std::thread::spawn(firewalld::connect);
     let loaded = config::load(Sources {
         files: &args.config,
         environment: environment()?,
@@ -81,7 +84,10 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
             Ok(Vec::new())
         }
     };
-    let asked = firewalld::connect().map(Bus::ask).transpose()?;
+    let bus = bus
+        .join()
+        .map_err(|_| anyhow!("connecting to the system bus failed"))?;
+    let asked = bus.map(Bus::ask).transpose()?;
     // With firewalld on the bus, and nothing going to reload it before the plan (only turning
     // RFC3964_IPv4 off does), its configurations are asked for now, queued behind its state
     // and settings: firewalld answers one call at a time.
