@@ -598,6 +598,94 @@ fn dry_run_changes_nothing() {
     assert_eq!(sandbox.save("iptables-save"), before);
 }
 
+/// A host where firewalld is installed but stopped: a call to its name would make the bus
+/// start it (D-Bus activation), and the operator stopped it for a reason. install must find
+/// it absent, apply the rules with iptables, and start nothing.
+#[test]
+fn a_stopped_firewalld_is_not_started_by_asking_for_it() {
+    let test = "a_stopped_firewalld_is_not_started_by_asking_for_it";
+    let Some(sandbox) = common::sandbox_with(test, &["dbus-daemon"]) else {
+        return;
+    };
+    let started = sandbox.path("firewalld-was-started");
+    let firewalld = executable_script(
+        &sandbox,
+        "stand-in-firewalld",
+        &format!("#!/bin/sh\ntouch {}\n", started.display()),
+    );
+    let services = sandbox.path("services");
+    std::fs::create_dir(&services).unwrap();
+    std::fs::write(
+        services.join("org.fedoraproject.FirewallD1.service"),
+        format!("[D-BUS Service]\nName=org.fedoraproject.FirewallD1\nExec={firewalld}\n"),
+    )
+    .unwrap();
+    // A session-type bus starts services from its service directory itself.
+    let config = sandbox.path("activating-bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+</busconfig>
+"#,
+            sandbox.path("bus.sock").display(),
+            services.display()
+        ),
+    )
+    .unwrap();
+    let bus = sandbox
+        .command(&[
+            "dbus-daemon",
+            &format!("--config-file={}", config.display()),
+            "--nofork",
+            "--nopidfile",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dbus-daemon");
+    let _bus = KillOnDrop(bus);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sandbox.path("bus.sock").exists() {
+        assert!(std::time::Instant::now() < deadline, "no bus socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let stderr = tproxy_stderr(&sandbox, &["install", "--kuma-dp-user", "kuma-dp"]);
+    assert!(stderr.contains("applying with"), "{stderr}");
+    assert!(
+        sandbox.save("iptables-save").contains("KUMA_MESH_INBOUND"),
+        "the rules were not applied"
+    );
+    // Activation runs the service's Exec asynchronously: give it time to show.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!started.exists(), "install made the bus start firewalld");
+}
+
+/// A process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn custom_executables_lock_wait_and_store_firewalld_flags() {
     let Some(sandbox) = common::sandbox_with(
