@@ -620,50 +620,7 @@ fn a_stopped_firewalld_is_not_started_by_asking_for_it() {
         format!("[D-BUS Service]\nName=org.fedoraproject.FirewallD1\nExec={firewalld}\n"),
     )
     .unwrap();
-    // A session-type bus starts services from its service directory itself.
-    let config = sandbox.path("activating-bus.conf");
-    std::fs::write(
-        &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <servicedir>{}</servicedir>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-</busconfig>
-"#,
-            sandbox.path("bus.sock").display(),
-            services.display()
-        ),
-    )
-    .unwrap();
-    let bus = sandbox
-        .command(&[
-            "dbus-daemon",
-            &format!("--config-file={}", config.display()),
-            "--nofork",
-            "--nopidfile",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start dbus-daemon");
-    let _bus = KillOnDrop(bus);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !sandbox.path("bus.sock").exists() {
-        assert!(std::time::Instant::now() < deadline, "no bus socket");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _bus = KillOnDrop(common::firewalld::start_bus(&sandbox, Some(&services)));
 
     let stderr = tproxy_stderr(&sandbox, &["install", "--kuma-dp-user", "kuma-dp"]);
     assert!(stderr.contains("applying with"), "{stderr}");

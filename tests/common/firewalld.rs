@@ -205,19 +205,7 @@ pub fn with_firewalld(test: &str, flavor: impl Into<Flavor>) -> Option<Firewalld
         format!("DefaultZone=public\nFirewallBackend={backend}\n{owner}"),
     )
     .unwrap();
-    let bus_config = sandbox.path("bus.conf");
-    std::fs::write(&bus_config, bus_config_text(&sandbox.path("bus.sock"))).unwrap();
-    let dbus = sandbox
-        .command(&[
-            "dbus-daemon",
-            &format!("--config-file={}", bus_config.display()),
-            "--nofork",
-            "--nopidfile",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dbus-daemon");
+    let dbus = start_bus(&sandbox, None);
     let mut world = FirewalldSandbox {
         sandbox,
         flavor,
@@ -226,21 +214,55 @@ pub fn with_firewalld(test: &str, flavor: impl Into<Flavor>) -> Option<Firewalld
         dbus,
         daemon: None,
     };
-    wait_for("the private D-Bus socket", || {
-        world.path("bus.sock").exists()
-    });
     world.start();
     Some(world)
 }
 
-fn bus_config_text(socket: &std::path::Path) -> String {
+/// Starts the sandbox's private bus (its socket is [`Sandbox::bus_address`]) and waits for
+/// its socket. A system bus, or with `services`, a session-type bus that starts the services
+/// of that directory itself (D-Bus activation, as systemd does for a system bus).
+pub fn start_bus(sandbox: &Sandbox, services: Option<&Path>) -> Child {
+    let config = sandbox.path("bus.conf");
+    let socket = sandbox.path("bus.sock");
+    std::fs::write(&config, bus_config_text(&socket, services)).unwrap();
+    let mut bus = sandbox
+        .command(&[
+            "dbus-daemon",
+            &format!("--config-file={}", config.display()),
+            "--nofork",
+            "--nopidfile",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dbus-daemon");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            let _ = bus.kill();
+            let _ = bus.wait();
+            panic!("timed out waiting for the private D-Bus socket");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bus
+}
+
+fn bus_config_text(socket: &Path, services: Option<&Path>) -> String {
+    let (kind, service_dir) = match services {
+        Some(dir) => (
+            "session",
+            format!("\n  <servicedir>{}</servicedir>", dir.display()),
+        ),
+        None => ("system", String::new()),
+    };
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
-  <type>system</type>
+  <type>{kind}</type>
   <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
+  <auth>EXTERNAL</auth>{service_dir}
   <policy context="default">
     <allow user="*"/>
     <allow own="*"/>
