@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::format::nfnetlink;
+use crate::format::nfnetlink::{self, Part, Request};
 use crate::host;
 use crate::ruleset::{Family, Features};
 
@@ -64,6 +64,9 @@ enum Snapshot {
     Reading(thread::JoinHandle<Result<String>>),
     Read(String),
 }
+
+/// Docker's chain in nat, which kumactl's rules take into account.
+pub const DOCKER_OUTPUT: &str = "DOCKER_OUTPUT";
 
 const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
@@ -204,12 +207,10 @@ impl Xtables {
     /// Probes tables, match modules and a Docker `DOCKER_OUTPUT` chain, as kumactl does;
     /// fails when the minimum (nat table, tcp and owner matches) is missing.
     pub fn features(&self) -> Result<Features> {
-        let docker_output_chain = self
-            .nft_has_chain("nat", "DOCKER_OUTPUT")
-            .unwrap_or_else(|| {
-                self.snapshot_table("nat")
-                    .is_some_and(|text| has_docker_output(&text))
-            });
+        let docker_output_chain = self.nft_has_chain("nat", DOCKER_OUTPUT).unwrap_or_else(|| {
+            self.snapshot_table("nat")
+                .is_some_and(|text| has_docker_output(&text))
+        });
         Ok(Features {
             docker_output_chain,
             ..self.features_without_tables()?
@@ -219,25 +220,57 @@ impl Xtables {
     /// Whether `table` holds `chain`, asked of nf_tables directly (no process, unlike a
     /// save); None for legacy iptables or when the kernel does not answer.
     fn nft_has_chain(&self, table: &str, chain: &str) -> Option<bool> {
-        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
-        use std::io::{Read as _, Write as _};
         if self.mode != Mode::Nft {
             return None;
         }
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .ok()?;
-        let mut netlink = std::fs::File::from(fd);
-        netlink
-            .write_all(&nfnetlink::get_chain_request(self.family, table, chain))
-            .ok()?;
-        let mut reply = [0; 4096];
-        let length = netlink.read(&mut reply).ok()?;
-        nfnetlink::chain_found(&reply[..length])
+        let answers = Netlink::open()?.ask(Request::Chain {
+            family: self.family,
+            table,
+            chain,
+        })?;
+        nfnetlink::chain_found(&answers)
+    }
+
+    /// Every chain of this family and every rule of its tables `tables`, read from nf_tables
+    /// directly (no process, unlike a save) as of one generation of the ruleset. None for
+    /// legacy iptables or when the kernel does not answer as expected.
+    pub fn read_nf_tables(
+        &self,
+        tables: &[&str],
+    ) -> Option<(Vec<nfnetlink::Chain>, Vec<nfnetlink::Rule>)> {
+        if self.mode != Mode::Nft {
+            return None;
+        }
+        let mut netlink = Netlink::open()?;
+        // A change committed between the dumps would mix two rulesets: read again.
+        for _ in 0..3 {
+            let generation = netlink.generation()?;
+            let mut chains = Vec::new();
+            let mut rules = Vec::new();
+            for part in netlink.ask(Request::Chains(self.family))? {
+                match part {
+                    Part::Chain(chain) if tables.contains(&chain.table.as_str()) => {
+                        chains.push(chain)
+                    }
+                    _ => {}
+                }
+            }
+            for table in tables {
+                for part in netlink.ask(Request::Rules {
+                    family: self.family,
+                    table,
+                })? {
+                    match part {
+                        Part::Rule(rule) if rule.table == *table => rules.push(rule),
+                        _ => {}
+                    }
+                }
+            }
+            if netlink.generation()? == generation {
+                return Some((chains, rules));
+            }
+        }
+        None
     }
 
     /// [`Self::features`] without reading the tables: no `DOCKER_OUTPUT` chain assumed.
@@ -397,8 +430,12 @@ fn find_extension_dir() -> Option<PathBuf> {
 
 /// Whether the nat table of an iptables-save text declares Docker's `DOCKER_OUTPUT` chain.
 pub fn has_docker_output(save: &str) -> bool {
-    table_section(save, "nat")
-        .is_some_and(|nat| nat.lines().any(|l| l.starts_with(":DOCKER_OUTPUT")))
+    table_section(save, "nat").is_some_and(|nat| {
+        nat.lines().any(|l| {
+            l.strip_prefix(':')
+                .is_some_and(|l| l.starts_with(DOCKER_OUTPUT))
+        })
+    })
 }
 
 /// kumactl's choice when both modes work: the one holding rules; nft when both or neither
@@ -507,6 +544,73 @@ fn parse_version_mode(text: &str) -> Option<Mode> {
         Some((_, variant)) if variant.starts_with("legacy") => Some(Mode::Legacy),
         Some(_) => None,
         None => Some(Mode::Legacy),
+    }
+}
+
+/// A netlink socket to nf_tables, asking one thing at a time.
+struct Netlink {
+    socket: std::os::fd::OwnedFd,
+    sequence: u32,
+}
+
+impl Netlink {
+    fn open() -> Option<Self> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .ok()?;
+        Some(Self {
+            socket,
+            sequence: 0,
+        })
+    }
+
+    /// The parts of the answer to `request`: a dump's up to its end, otherwise the one
+    /// message. None when the kernel refuses, a dump was interrupted by a change, or the
+    /// answer cannot be read.
+    fn ask(&mut self, request: Request) -> Option<Vec<Part>> {
+        use nix::sys::socket::{recv, send, MsgFlags};
+        use std::os::fd::AsRawFd as _;
+        self.sequence += 1;
+        let dump = matches!(request, Request::Chains(_) | Request::Rules { .. });
+        let message = request.message(self.sequence);
+        let sent = send(self.socket.as_raw_fd(), &message, MsgFlags::empty()).ok()?;
+        if sent != message.len() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        // Large enough for any message the kernel sends in one go (it fills up to 32 KiB).
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            // MSG_TRUNC: the length of the whole message, even when it did not fit.
+            let length = recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_TRUNC).ok()?;
+            let answers = nfnetlink::answers(buffer.get(..length)?).ok()?;
+            for answer in answers {
+                if answer.sequence != self.sequence {
+                    continue;
+                }
+                if answer.interrupted {
+                    return None;
+                }
+                match answer.part {
+                    Part::Done => return Some(parts),
+                    Part::Failed(_) if dump => return None,
+                    part if !dump => return Some(vec![part]),
+                    part => parts.push(part),
+                }
+            }
+        }
+    }
+
+    fn generation(&mut self) -> Option<u32> {
+        match self.ask(Request::Generation)?.first()? {
+            Part::Generation(id) => Some(*id),
+            _ => None,
+        }
     }
 }
 
