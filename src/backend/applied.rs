@@ -2,10 +2,11 @@
 //! (emptied at boot, like the tables) so that a re-run asking for the same rules can see they
 //! are in place and change nothing, instead of deleting and re-adding them.
 //!
-//! iptables prints rules in its own form (`-p tcp` first, `/32` added, ...), not the one we
-//! write them in, so the rules asked for cannot be compared with the tables directly. The
-//! record holds both: the script that would create our rules from nothing, and the tables as
-//! iptables printed them right after that script was applied and verified. A re-run matches
+//! The tables hold rules in their own form (nf_tables' expressions; iptables-save's lines with
+//! `-p tcp` first, `/32` added, ...), not the one we write them in, so the rules asked for
+//! cannot be compared with the tables directly. The record holds both: the script that would
+//! create our rules from nothing, and the tables as read right after that script was applied
+//! and verified (from nf_tables directly, or from iptables-save for legacy). A re-run matches
 //! only if it asks for the same script, in the same network namespace with the same iptables,
 //! and the tables still hold, byte for byte, every chain of ours and every chain holding a rule
 //! of ours (foreign rules in those chains included). Anything else, a missing or damaged record
@@ -15,9 +16,8 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use super::iptables::is_owned_rule;
+use super::iptables::ObservedTable;
 use super::xtables::Xtables;
-use crate::format::restore::SavedTable;
 use crate::ruleset::{is_owned_chain, Family};
 
 /// The record of one family: what it must hold for the family to count as already done.
@@ -29,14 +29,14 @@ pub struct Record {
 impl Record {
     /// The record a converge of `xtables` to `script` (our rules from nothing) would leave
     /// with the tables as `saved`. None when the network namespace cannot be named.
-    pub fn new(xtables: &Xtables, script: &str, saved: &[SavedTable]) -> Option<Self> {
+    pub fn new(xtables: &Xtables, script: &str, tables: &[ObservedTable]) -> Option<Self> {
         let namespace = std::fs::read_link("/proc/self/ns/net").ok()?;
         let text = format!(
-            "tproxy-firewalld applied rules, version 1\nnetwork namespace {}\n{} {}\n{script}--\n{}",
+            "tproxy-firewalld applied rules, version 2\nnetwork namespace {}\n{} {}\n{script}--\n{}",
             namespace.display(),
             xtables.save.display(),
             xtables.mode.label(),
-            footprint(saved)
+            footprint(tables)
         );
         Some(Self {
             path: path_for(xtables.family),
@@ -83,19 +83,15 @@ fn path_for(family: Family) -> PathBuf {
 }
 
 /// Every chain of ours and every chain holding a rule of ours, with all their rules, in the
-/// order iptables printed them.
-fn footprint(saved: &[SavedTable]) -> String {
+/// order they were read.
+fn footprint(tables: &[ObservedTable]) -> String {
     let mut out = String::new();
-    for table in saved {
+    for table in tables {
         let holding: Vec<&String> = table
             .chains
             .iter()
             .filter(|chain| {
-                is_owned_chain(chain)
-                    || table
-                        .rules
-                        .iter()
-                        .any(|r| &r.chain == *chain && is_owned_rule(&r.chain, r))
+                is_owned_chain(chain) || table.rules.iter().any(|r| &r.chain == *chain && r.owned)
             })
             .collect();
         if holding.is_empty() {
@@ -105,7 +101,7 @@ fn footprint(saved: &[SavedTable]) -> String {
         for chain in holding {
             out.push_str(&format!(":{chain}\n"));
             for rule in table.rules.iter().filter(|r| &r.chain == chain) {
-                out.push_str(&rule.line);
+                out.push_str(&rule.text);
                 out.push('\n');
             }
         }
@@ -116,7 +112,12 @@ fn footprint(saved: &[SavedTable]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::iptables::observed;
     use crate::format::restore::parse_save;
+
+    fn footprint_of(saved: &str) -> String {
+        footprint(&observed(&parse_save(saved).unwrap()))
+    }
 
     const SAVED: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:FOREIGN - [0:0]\n\
         :KUMA_MESH_OUTBOUND - [0:0]\n-A PREROUTING -j FOREIGN\n-A OUTPUT -j FOREIGN\n\
@@ -127,7 +128,7 @@ mod tests {
     #[test]
     fn the_footprint_is_our_chains_and_the_chains_holding_our_rules() {
         assert_eq!(
-            footprint(&parse_save(SAVED).unwrap()),
+            footprint_of(SAVED),
             "*nat\n:OUTPUT\n-A OUTPUT -j FOREIGN\n-A OUTPUT -p tcp -j KUMA_MESH_OUTBOUND\n\
              :KUMA_MESH_OUTBOUND\n-A KUMA_MESH_OUTBOUND -j RETURN\n"
         );
@@ -135,13 +136,13 @@ mod tests {
 
     #[test]
     fn a_foreign_rule_next_to_ours_changes_the_footprint_and_one_elsewhere_does_not() {
-        let before = footprint(&parse_save(SAVED).unwrap());
+        let before = footprint_of(SAVED);
         let beside = SAVED.replace(
             "-A OUTPUT -j FOREIGN\n",
             "-A OUTPUT -j FOREIGN\n-A OUTPUT -j ACCEPT\n",
         );
-        assert_ne!(footprint(&parse_save(&beside).unwrap()), before);
+        assert_ne!(footprint_of(&beside), before);
         let elsewhere = SAVED.replace("-A FOREIGN -j RETURN\n", "-A FOREIGN -j ACCEPT\n");
-        assert_eq!(footprint(&parse_save(&elsewhere).unwrap()), before);
+        assert_eq!(footprint_of(&elsewhere), before);
     }
 }

@@ -1,11 +1,13 @@
 //! The raw iptables backend: reads `iptables-save`, plans one `iptables-restore --noflush`
 //! transaction per family that removes what we own and adds what is desired, applies it
-//! and reads the tables back to verify.
+//! and reads the tables back to verify. With iptables-nft, the read back, and the check that
+//! a re-run finds the last run's rules in place, ask nf_tables directly instead of starting
+//! `iptables-save`.
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::applied::{self, Record};
-use super::xtables::{has_docker_output, Mode, RestoreOptions, Xtables};
+use super::xtables::{Mode, RestoreOptions, Xtables, DOCKER_OUTPUT};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
 use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PREFIX};
@@ -56,12 +58,26 @@ impl IptablesBackend {
 
     /// The transactions that would bring each family to `desired`, without applying them.
     pub fn plan(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
-        self.families.iter().for_each(Xtables::prefetch);
-        let mut plans = Vec::new();
+        // A family whose record still holds needs nothing; nf_tables shows that without a
+        // save. The others are saved side by side.
+        let mut unsettled = Vec::new();
         for xtables in &self.families {
+            let wanted = desired.family(xtables.family);
+            let read = wanted.and_then(|_| read_nf_tables(xtables));
+            if read
+                .as_ref()
+                .is_some_and(|tables| is_recorded_as(xtables, tables, wanted))
+            {
+                continue;
+            }
+            unsettled.push((xtables, read.is_some()));
+        }
+        unsettled.iter().for_each(|(xtables, _)| xtables.prefetch());
+        let mut plans = Vec::new();
+        for (xtables, read_nf_tables) in unsettled {
             let saved = restore::parse_save(&xtables.snapshot()?)?;
             let wanted = desired.family(xtables.family);
-            if record_of(xtables, &saved, wanted).is_some_and(|r| r.is_stored()) {
+            if !read_nf_tables && is_recorded_as(xtables, &observed(&saved), wanted) {
                 continue;
             }
             if let Some(script) = plan_family(&saved, wanted) {
@@ -89,8 +105,7 @@ impl Backend for IptablesBackend {
         let attempts = self.each_family(&plans, |(xtables, script)| {
             let before = xtables.snapshot()?;
             let result = xtables.restore(script, &self.options);
-            // The read back starts as soon as this family is done.
-            xtables.prefetch();
+            start_reading_back(xtables);
             Ok((before, result))
         });
         for ((xtables, script), attempt) in plans.iter().zip(attempts) {
@@ -124,12 +139,12 @@ impl Backend for IptablesBackend {
             return Err(error.context(format!("{} rules were rejected; {state}", family.label())));
         }
         // Read back: restored families are being read already, any other starts now.
-        self.families.iter().for_each(Xtables::prefetch);
+        self.families.iter().for_each(start_reading_back);
         let mut summary = Vec::new();
         for xtables in &self.families {
-            let saved = restore::parse_save(&xtables.snapshot()?)?;
+            let tables = read_back(xtables)?;
             let wanted = desired.family(xtables.family);
-            verify(&saved, wanted).with_context(|| {
+            verify(&tables, wanted).with_context(|| {
                 format!(
                     "{} tables do not hold the expected rules after applying",
                     xtables.family.label()
@@ -137,7 +152,7 @@ impl Backend for IptablesBackend {
             })?;
             if plans.iter().any(|(x, _)| x.family == xtables.family) {
                 // Only a cache for the next run: failing to keep it changes nothing now.
-                match record_of(xtables, &saved, wanted) {
+                match record_of(xtables, &tables, wanted) {
                     Some(record) => {
                         let _ = record.store();
                     }
@@ -186,38 +201,35 @@ impl IptablesBackend {
         self.applied.clear();
         let attempts = self.each_family(&plans, |(xtables, script)| {
             let result = xtables.restore_once(script, &self.options);
-            // The read back starts as soon as this family is done.
-            xtables.prefetch();
+            start_reading_back(xtables);
             Ok(((), result))
         });
-        self.families.iter().for_each(Xtables::prefetch);
         let mut fitted = Vec::new();
         let mut committed = Vec::new();
         for ((xtables, script), attempt) in plans.iter().zip(attempts) {
             let ((), result) = attempt?;
-            let text = xtables.snapshot()?;
-            let saved = restore::parse_save(&text)?;
+            let tables = read_back(xtables)?;
             let wanted = desired.family(xtables.family);
-            let docker_chain = has_docker_output(&text);
+            let docker_chain = tables
+                .iter()
+                .any(|t| t.name == "nat" && t.chains.iter().any(|c| c == DOCKER_OUTPUT));
             match result {
                 Ok(())
-                    if verify(&saved, wanted).is_ok()
+                    if verify(&tables, wanted).is_ok()
                         && !(docker_chain && docker_chain_matters) =>
                 {
-                    fitted.push((xtables, saved))
+                    fitted.push((xtables, tables))
                 }
-                Ok(()) => committed.push((xtables, saved)),
-                Err(error) if may_have_committed(script, &error) => {
-                    committed.push((xtables, saved))
-                }
+                Ok(()) => committed.push(xtables),
+                Err(error) if may_have_committed(script, &error) => committed.push(xtables),
                 Err(_) => {}
             }
         }
         if fitted.len() == plans.len() {
             let mut summary = Vec::new();
-            for (xtables, saved) in fitted {
+            for (xtables, tables) in fitted {
                 let wanted = desired.family(xtables.family);
-                if let Some(record) = record_of(xtables, &saved, wanted) {
+                if let Some(record) = record_of(xtables, &tables, wanted) {
                     let _ = record.store();
                 }
                 summary.push(summary_line(xtables, wanted));
@@ -227,7 +239,8 @@ impl IptablesBackend {
                 summary,
             }));
         }
-        for (xtables, saved) in fitted.into_iter().chain(committed) {
+        for xtables in fitted.into_iter().map(|(x, _)| x).chain(committed) {
+            let saved = restore::parse_save(&xtables.snapshot()?)?;
             if let Some(script) = plan_family(&saved, None) {
                 xtables.restore(&script, &self.options).with_context(|| {
                     format!(
@@ -333,15 +346,106 @@ fn fresh_script(wanted: &FamilyRules) -> String {
     script
 }
 
-/// What converging `xtables` to `wanted` leaves on record with the tables as `saved`; None
+/// What converging `xtables` to `wanted` leaves on record with the tables as `tables`; None
 /// when nothing of ours is wanted (or the record cannot be made).
 fn record_of(
     xtables: &Xtables,
-    saved: &[SavedTable],
+    tables: &[ObservedTable],
     wanted: Option<&FamilyRules>,
 ) -> Option<Record> {
     let script = plan_family(&[], Some(wanted?))?;
-    Record::new(xtables, &script, saved)
+    Record::new(xtables, &script, tables)
+}
+
+/// True when the record of the last change holds for `wanted` and the tables as `tables`.
+fn is_recorded_as(
+    xtables: &Xtables,
+    tables: &[ObservedTable],
+    wanted: Option<&FamilyRules>,
+) -> bool {
+    record_of(xtables, tables, wanted).is_some_and(|r| r.is_stored())
+}
+
+/// One table as read, from nf_tables directly or from `iptables-save`: what verifying a
+/// change and recording it need.
+pub struct ObservedTable {
+    pub name: String,
+    pub chains: Vec<String>,
+    pub rules: Vec<ObservedRule>,
+}
+
+pub struct ObservedRule {
+    pub chain: String,
+    /// See [`is_owned_rule`].
+    pub owned: bool,
+    /// The rule exactly, in its source's form: iptables' line, or nf_tables' expressions.
+    pub text: String,
+}
+
+/// The tables in an `iptables-save` as observed.
+pub fn observed(saved: &[SavedTable]) -> Vec<ObservedTable> {
+    saved
+        .iter()
+        .map(|table| ObservedTable {
+            name: table.name.clone(),
+            chains: table.chains.clone(),
+            rules: table
+                .rules
+                .iter()
+                .map(|rule| ObservedRule {
+                    chain: rule.chain.clone(),
+                    owned: is_owned_rule(&rule.chain, rule),
+                    text: rule.line.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The tables our rules use, read from nf_tables directly: no process, unlike a save. None
+/// for legacy iptables, or when nf_tables does not answer.
+fn read_nf_tables(xtables: &Xtables) -> Option<Vec<ObservedTable>> {
+    let names = TableName::ALL.map(TableName::as_str);
+    let (chains, rules) = xtables.read_nf_tables(&names)?;
+    Some(
+        names
+            .iter()
+            .map(|name| ObservedTable {
+                name: name.to_string(),
+                chains: chains
+                    .iter()
+                    .filter(|c| c.table == *name)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                rules: rules
+                    .iter()
+                    .filter(|r| r.table == *name)
+                    .map(|rule| ObservedRule {
+                        chain: rule.chain.clone(),
+                        owned: is_owned_chain(&rule.chain)
+                            || rule.mentions(COMMENT_PREFIX)
+                            || rule.verdict_chains().any(|c| is_owned_chain(&c)),
+                        text: rule.fingerprint(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+/// Starts reading `xtables` back after a change, unless nf_tables will show it.
+fn start_reading_back(xtables: &Xtables) {
+    if xtables.mode != Mode::Nft {
+        xtables.prefetch();
+    }
+}
+
+/// The tables after a change: from nf_tables when it answers, otherwise saved.
+fn read_back(xtables: &Xtables) -> Result<Vec<ObservedTable>> {
+    match read_nf_tables(xtables) {
+        Some(tables) => Ok(tables),
+        None => Ok(observed(&restore::parse_save(&xtables.snapshot()?)?)),
+    }
 }
 
 /// The tables a restore script changes (`*nat` …).
@@ -423,9 +527,9 @@ pub fn plan_family(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Optio
 
 /// After applying: our chains are exactly the desired ones and each table holds as many
 /// of our rules as desired.
-fn verify(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Result<()> {
+fn verify(tables: &[ObservedTable], desired: Option<&FamilyRules>) -> Result<()> {
     for name in TableName::ALL {
-        let existing = saved.iter().find(|t| t.name == name.as_str());
+        let existing = tables.iter().find(|t| t.name == name.as_str());
         let wanted = desired.and_then(|d| d.tables.iter().find(|t| t.name == name));
         let mut chains: Vec<&str> = existing
             .map(|e| {
@@ -441,12 +545,7 @@ fn verify(saved: &[SavedTable], desired: Option<&FamilyRules>) -> Result<()> {
             .unwrap_or_default();
         chains.sort_unstable();
         wanted_chains.sort_unstable();
-        let rules = existing.map_or(0, |e| {
-            e.rules
-                .iter()
-                .filter(|r| is_owned_rule(&r.chain, r))
-                .count()
-        });
+        let rules = existing.map_or(0, |e| e.rules.iter().filter(|r| r.owned).count());
         let wanted_rules = wanted.map_or(0, |w| w.rules.len());
         if chains != wanted_chains || rules != wanted_rules {
             bail!(
@@ -558,7 +657,7 @@ mod tests {
     fn verify_counts_our_rules() {
         let desired = desired();
         let saved = parse_save("*nat\n:KUMA_MESH_INBOUND - [0:0]\nCOMMIT\n").unwrap();
-        assert!(verify(&saved, desired.family(Family::V4)).is_err());
+        assert!(verify(&observed(&saved), desired.family(Family::V4)).is_err());
         assert!(verify(&[], None).is_ok());
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use anyhow::Result;
 
+use crate::backend::applied;
 use crate::backend::firewalld::describe;
 use crate::backend::offline::OfflineBackend;
 use crate::backend::xtables::{Mode, RestoreOptions, Xtables};
@@ -59,7 +60,8 @@ fn detect_xtables(paths: &ExecutablePaths) -> Result<Vec<Xtables>> {
 ///
 /// With `read_tables`, every family's tables are read at once (each `iptables-save` is a
 /// process): IPv6's in the mode IPv4 most likely takes, started before IPv4's mode is
-/// settled.
+/// settled. Not an nf_tables family with a record of our rules: whether they are still in
+/// place is asked of nf_tables first, and a save would only take the CPU.
 fn detect_xtables_preferring(
     paths: &ExecutablePaths,
     mode: Option<Mode>,
@@ -71,13 +73,17 @@ fn detect_xtables_preferring(
         Some(mode.unwrap_or(Mode::Nft)),
     )
     .ok();
-    if let Some(ipv6) = likely_ipv6.as_ref().filter(|_| read_tables) {
-        ipv6.prefetch();
+    // nf_tables shows without a save whether the rules on record are still in place.
+    let prefetch = |xtables: &Xtables| {
+        if read_tables && !(xtables.mode == Mode::Nft && applied::is_recorded(xtables.family)) {
+            xtables.prefetch();
+        }
+    };
+    if let Some(ipv6) = &likely_ipv6 {
+        prefetch(ipv6);
     }
     let ipv4 = Xtables::detect(Family::V4, paths.ipv4.as_ref(), mode)?;
-    if read_tables {
-        ipv4.prefetch();
-    }
+    prefetch(&ipv4);
     let ipv6 = match likely_ipv6 {
         Some(ipv6) if ipv6.mode == ipv4.mode => Ok(ipv6),
         _ => Xtables::detect(Family::V6, paths.ipv6.as_ref(), Some(ipv4.mode)),
