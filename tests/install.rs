@@ -642,6 +642,43 @@ fn a_stopped_firewalld_is_not_started_by_asking_for_it() {
     assert!(!started.exists(), "install made the bus start firewalld");
 }
 
+/// A system bus that takes the connection and never answers (a stuck dbus-daemon): the run
+/// stops with a message after the wait it was given instead of hanging, and changes nothing.
+#[test]
+fn a_bus_that_never_answers_stops_the_run() {
+    let Some(sandbox) = common::sandbox("a_bus_that_never_answers_stops_the_run") else {
+        return;
+    };
+    // Connections queue in the backlog; nothing ever reads them.
+    let _silent_bus = std::os::unix::net::UnixListener::bind(sandbox.path("bus.sock")).unwrap();
+    let before = sandbox.saves();
+    let mut run = sandbox
+        .command(&[common::BIN, "install", "--kuma-dp-user", "kuma-dp"])
+        .env("TPROXY_FIREWALLD_START_TIMEOUT", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang fails the test instead of stopping the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("install still waits for the bus after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not answer within 1 s") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(sandbox.saves(), before);
+}
+
 /// A process killed when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 

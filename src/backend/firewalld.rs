@@ -51,13 +51,25 @@ pub struct Bus {
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
 /// none. Whether firewalld is on it, [`Asked::presence`] finds out.
-pub fn connect() -> Option<Bus> {
-    dbus::system_bus().map(|connection| Bus { connection })
+pub fn connect() -> Result<Option<Bus>> {
+    let patience = start_timeout()?;
+    let connection = dbus::system_bus(patience).map_err(|e| {
+        anyhow!("{e}; is dbus-daemon stuck? Run again once it answers, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed")
+    })?;
+    Ok(connection.map(|connection| Bus { connection }))
 }
 
 /// Looks for firewalld on the system bus.
 pub fn find() -> Result<Presence> {
-    connect().map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
+    connect()?.map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
+}
+
+/// How long to wait for the bus, and for a firewalld still starting.
+fn start_timeout() -> Result<Duration> {
+    Ok(
+        crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+            .map_err(BadInput)?,
+    )
 }
 
 impl Bus {
@@ -108,8 +120,7 @@ impl Asked {
     /// firewalld's state, waiting while it starts, and its settings; Absent when nobody owns
     /// firewalld's bus name.
     pub fn presence(mut self) -> Result<Presence> {
-        let timeout = crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
-            .map_err(BadInput)?;
+        let timeout = start_timeout()?;
         let main = match main_properties_once_started(&mut self.main, timeout)? {
             Some(main) => dbus::strings(main),
             None => return Ok(Presence::Absent),
@@ -139,7 +150,7 @@ impl Asked {
     }
 }
 
-/// How long a run waits for a starting firewalld by default.
+/// How long a run waits for the system bus and a starting firewalld by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Overrides [`DEFAULT_START_TIMEOUT`]: a whole number of seconds.
 pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";

@@ -86,7 +86,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     };
     let bus = bus
         .join()
-        .map_err(|_| anyhow!("connecting to the system bus failed"))?;
+        .map_err(|_| anyhow!("connecting to the system bus failed"))??;
     let asked = bus.map(Bus::ask).transpose()?;
     // With firewalld on the bus, and nothing going to reload it before the plan (only turning
     // RFC3964_IPv4 off does), its configurations are asked for now, queued behind its state

@@ -219,24 +219,45 @@ pub fn strings(all: HashMap<String, zvariant::OwnedValue>) -> HashMap<String, St
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
 const DEFAULT_SYSTEM_BUS: &str = "/var/run/dbus/system_bus_socket";
 
-/// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or None when there is none.
+/// The system bus did not finish the handshake in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the system bus ({address}) took the connection but did not answer within {} s", .patience.as_secs())]
+pub struct SilentBus {
+    address: String,
+    patience: Duration,
+}
+
+/// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or None when there is none; an
+/// error when it does not finish the handshake within `patience` (zbus would wait forever).
 /// zbus connects from a thread it starts for that; when the address is a plain socket
 /// path, the socket is connected here instead, and a missing one means no bus without
 /// starting zbus at all. Any other address is left to zbus.
-pub fn system_bus() -> Option<Connection> {
+pub fn system_bus(patience: Duration) -> Result<Option<Connection>, SilentBus> {
     let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
     let socket = match address.as_deref() {
         None => Some(DEFAULT_SYSTEM_BUS),
         Some(address) => plain_socket_path(address),
     };
-    match socket {
-        Some(path) => {
-            let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
-            zbus::blocking::connection::Builder::async_io_unix_stream(stream)
-                .build()
-                .ok()
-        }
-        None => Connection::system().ok(),
+    let builder = match socket {
+        Some(path) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(stream) => zbus::connection::Builder::async_io_unix_stream(stream),
+            Err(_) => return Ok(None),
+        },
+        None => match zbus::connection::Builder::system() {
+            Ok(builder) => builder,
+            Err(_) => return Ok(None),
+        },
+    };
+    let built = async_io::block_on(future::or(async { Some(builder.build().await) }, async {
+        async_io::Timer::after(patience).await;
+        None
+    }));
+    match built {
+        Some(connection) => Ok(connection.ok().map(Connection::from)),
+        None => Err(SilentBus {
+            address: address.unwrap_or_else(|| format!("unix:path={DEFAULT_SYSTEM_BUS}")),
+            patience,
+        }),
     }
 }
 
