@@ -345,7 +345,7 @@ fn raw_rows() -> (Vec<Row>, [Duration; 2]) {
             "6c. raw backend re-run with unchanged flags",
             rerun,
             REPS,
-            "no iptables-restore: the tables hold what the last run left",
+            "no process: nf_tables shows the tables hold what the last run left",
         ),
     ];
     (rows, [ours, plain])

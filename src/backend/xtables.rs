@@ -231,9 +231,10 @@ impl Xtables {
         nfnetlink::chain_found(&answers)
     }
 
-    /// Every chain of this family and every rule of its tables `tables`, read from nf_tables
-    /// directly (no process, unlike a save) as of one generation of the ruleset. None for
-    /// legacy iptables or when the kernel does not answer as expected.
+    /// The chains and rules of this family's tables `tables`, read from nf_tables directly
+    /// (no process, unlike a save) as of one generation of the ruleset. None for legacy
+    /// iptables, or when the kernel does not answer as expected or a change interrupted a
+    /// dump (the caller then saves instead).
     pub fn read_nf_tables(
         &self,
         tables: &[&str],
