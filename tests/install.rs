@@ -366,6 +366,24 @@ fn iptables_save_runs_only_to_plan_a_change() {
             "iptables-nft-save ",
         ]
     );
+
+    // IPv4 only, first install: IPv6 holds nothing of ours (nf_tables shows it at once).
+    sandbox.tproxy_ok(&["uninstall"]);
+    let ipv4_only = [&flags[..], &["--ip-family-mode", "ipv4"]].concat();
+    assert_eq!(calls(&ipv4_only), ["iptables-nft-restore --noflush"]);
+    assert!(!sandbox.save("ip6tables-save").contains("KUMA_MESH"));
+    // IPv6 rules of ours that no run of ours recorded (kumactl's, say): only a plan, which
+    // reads the tables, removes them.
+    sandbox.tproxy_ok(&["uninstall"]);
+    sandbox.tproxy_ok(&flags);
+    sandbox.ok(&[
+        "sh",
+        "-c",
+        "rm /run/tproxy-firewalld.ipv4.applied /run/tproxy-firewalld.ipv6.applied",
+    ]);
+    assert!(calls(&ipv4_only).contains(&"ip6tables-nft-save ".to_string()));
+    assert!(!sandbox.save("ip6tables-save").contains("KUMA_MESH"));
+    assert!(sandbox.save("iptables-save").contains("KUMA_MESH"));
 }
 
 #[test]

@@ -174,6 +174,8 @@ impl IptablesBackend {
     /// the usual case at boot, where planning would only find them empty. Each family's
     /// transaction refuses to start when our chains exist ([`fresh_script`]) and the read
     /// back that verifies it shows the rest, so an install takes two steps instead of three.
+    /// A family given no rules (IPv6, in an IPv4-only install) must hold none of ours; only
+    /// nf_tables can show that without a save, so with legacy iptables this returns `None`.
     ///
     /// `desired` assumes no Docker `DOCKER_OUTPUT` chain; `docker_chain_matters` says
     /// whether the rules would be different with it.
@@ -189,14 +191,16 @@ impl IptablesBackend {
     ) -> Result<Option<Outcome>> {
         let mut plans = Vec::new();
         for xtables in &self.families {
-            // A family left without rules may hold old ones, which only a plan removes.
-            let Some(wanted) = desired.family(xtables.family) else {
-                return Ok(None);
-            };
             if applied::is_recorded(xtables.family) {
                 return Ok(None);
             }
-            plans.push((xtables.clone(), fresh_script(wanted)));
+            match desired.family(xtables.family) {
+                Some(wanted) => plans.push((xtables.clone(), fresh_script(wanted))),
+                // A family left without rules may hold old ones, which only a plan removes;
+                // nf_tables shows at once whether it holds any.
+                None if read_nf_tables(xtables).is_some_and(|t| verify(&t, None).is_ok()) => {}
+                None => return Ok(None),
+            }
         }
         self.applied.clear();
         let attempts = self.each_family(&plans, |(xtables, script)| {
@@ -226,14 +230,16 @@ impl IptablesBackend {
             }
         }
         if fitted.len() == plans.len() {
-            let mut summary = Vec::new();
-            for (xtables, tables) in fitted {
-                let wanted = desired.family(xtables.family);
-                if let Some(record) = record_of(xtables, &tables, wanted) {
+            for (xtables, tables) in &fitted {
+                if let Some(record) = record_of(xtables, tables, desired.family(xtables.family)) {
                     let _ = record.store();
                 }
-                summary.push(summary_line(xtables, wanted));
             }
+            let summary = self
+                .families
+                .iter()
+                .map(|x| summary_line(x, desired.family(x.family)))
+                .collect();
             return Ok(Some(Outcome {
                 changed: true,
                 summary,
