@@ -428,9 +428,11 @@ fn read_nf_tables(xtables: &Xtables) -> Option<Vec<ObservedTable>> {
                     .filter(|r| r.table == *name)
                     .map(|rule| ObservedRule {
                         chain: rule.chain.clone(),
-                        owned: is_owned_chain(&rule.chain)
-                            || rule.mentions(COMMENT_PREFIX)
-                            || rule.verdict_chains().any(|c| is_owned_chain(&c)),
+                        owned: owns(
+                            &rule.chain,
+                            |text| rule.mentions(text),
+                            rule.verdict_chains(),
+                        ),
                         text: rule.fingerprint(),
                     })
                     .collect(),
@@ -463,12 +465,26 @@ fn tables_in(script: &str) -> Vec<&str> {
         .collect()
 }
 
-/// True for a saved rule we own: in one of our chains, tagged with our comment, or jumping
-/// into one of our chains (it could not stay once the chain is gone).
+/// True for a saved rule we own (see [`owns`]).
 pub fn is_owned_rule(chain: &str, rule: &restore::SavedRule) -> bool {
+    owns(
+        chain,
+        |text| rule.line.contains(text),
+        rule.target().into_iter(),
+    )
+}
+
+/// True for a rule we own, whatever form it was read in: in one of our chains, tagged with
+/// our comment (`mentions` says whether the rule carries a text), or jumping into one of our
+/// chains (it could not stay once the chain is gone; `targets` are the chains it jumps to).
+fn owns<T: AsRef<str>>(
+    chain: &str,
+    mentions: impl Fn(&str) -> bool,
+    mut targets: impl Iterator<Item = T>,
+) -> bool {
     is_owned_chain(chain)
-        || rule.line.contains(COMMENT_PREFIX)
-        || rule.target().is_some_and(is_owned_chain)
+        || mentions(COMMENT_PREFIX)
+        || targets.any(|target| is_owned_chain(target.as_ref()))
 }
 
 /// The restore script that removes every rule and chain we own from `saved` and adds
