@@ -10,7 +10,7 @@ use super::applied::{self, Record};
 use super::xtables::{Mode, RestoreOptions, Xtables, DOCKER_OUTPUT};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
-use crate::ruleset::{is_owned_chain, FamilyRules, Ruleset, TableName, COMMENT_PREFIX};
+use crate::ruleset::{is_ours, is_owned_chain, FamilyRules, Ruleset, TableName};
 
 pub struct IptablesBackend {
     families: Vec<Xtables>,
@@ -428,7 +428,7 @@ fn read_nf_tables(xtables: &Xtables) -> Option<Vec<ObservedTable>> {
                     .filter(|r| r.table == *name)
                     .map(|rule| ObservedRule {
                         chain: rule.chain.clone(),
-                        owned: owns(
+                        owned: is_ours(
                             &rule.chain,
                             |text| rule.mentions(text),
                             rule.verdict_chains(),
@@ -465,26 +465,13 @@ fn tables_in(script: &str) -> Vec<&str> {
         .collect()
 }
 
-/// True for a saved rule we own (see [`owns`]).
+/// True for a saved rule we own (see [`is_ours`]).
 pub fn is_owned_rule(chain: &str, rule: &restore::SavedRule) -> bool {
-    owns(
+    is_ours(
         chain,
         |text| rule.line.contains(text),
         rule.target().into_iter(),
     )
-}
-
-/// True for a rule we own, whatever form it was read in: in one of our chains, tagged with
-/// our comment (`mentions` says whether the rule carries a text), or jumping into one of our
-/// chains (it could not stay once the chain is gone; `targets` are the chains it jumps to).
-fn owns<T: AsRef<str>>(
-    chain: &str,
-    mentions: impl Fn(&str) -> bool,
-    mut targets: impl Iterator<Item = T>,
-) -> bool {
-    is_owned_chain(chain)
-        || mentions(COMMENT_PREFIX)
-        || targets.any(|target| is_owned_chain(target.as_ref()))
 }
 
 /// The restore script that removes every rule and chain we own from `saved` and adds

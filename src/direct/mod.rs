@@ -15,7 +15,7 @@ pub use check::{
 pub use plan::{plan, Change, Plan};
 pub use translate::translate;
 
-use crate::ruleset::{is_owned_chain, Family, COMMENT_PREFIX};
+use crate::ruleset::{is_ours, is_owned_chain, Family, COMMENT_PREFIX};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DirectChain {
@@ -69,12 +69,11 @@ fn has_our_comment(args: &[String]) -> bool {
     args.iter().any(|arg| arg.starts_with(COMMENT_PREFIX))
 }
 
-/// True when `args` jump into one of our chains: such a rule cannot outlive the chain, so
-/// it is ours even without our comment (`--disable-comments`).
-fn jumps_to_our_chain(args: &[String]) -> bool {
-    args.windows(2).any(|w| {
-        matches!(w[0].as_str(), "-j" | "--jump" | "-g" | "--goto") && is_owned_chain(&w[1])
-    })
+/// What `args` jump or go to.
+fn targets(args: &[String]) -> impl Iterator<Item = &String> {
+    args.windows(2)
+        .filter(|w| matches!(w[0].as_str(), "-j" | "--jump" | "-g" | "--goto"))
+        .map(|w| &w[1])
 }
 
 impl DirectChain {
@@ -87,9 +86,11 @@ impl DirectRule {
     /// Ours: inside a `KUMA_MESH_*` chain, carrying our comment, or jumping into our chain.
     pub fn is_owned(&self) -> bool {
         self.ipv != "eb"
-            && (is_owned_chain(&self.chain)
-                || has_our_comment(&self.args)
-                || jumps_to_our_chain(&self.args))
+            && is_ours(
+                &self.chain,
+                |text| self.args.iter().any(|arg| arg.starts_with(text)),
+                targets(&self.args),
+            )
     }
 }
 

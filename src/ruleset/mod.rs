@@ -181,6 +181,20 @@ impl Ruleset {
     }
 }
 
+/// True for a rule we own, in whatever form it was read: inside one of our chains, carrying
+/// our comment (`mentions` says whether the rule holds a text), or jumping into one of our
+/// chains (it cannot outlive the chain, so it is ours even without a comment; `targets` are
+/// what it jumps to).
+pub fn is_ours<T: AsRef<str>>(
+    chain: &str,
+    mentions: impl Fn(&str) -> bool,
+    mut targets: impl Iterator<Item = T>,
+) -> bool {
+    is_owned_chain(chain)
+        || mentions(COMMENT_PREFIX)
+        || targets.any(|target| is_owned_chain(target.as_ref()))
+}
+
 /// True for chains we own: `KUMA_MESH_*` (kumactl's chains included).
 pub fn is_owned_chain(name: &str) -> bool {
     name.strip_prefix(CHAIN_PREFIX)
