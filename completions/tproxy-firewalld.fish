@@ -59,7 +59,7 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand instal
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l iptables-logs -d 'Add LOG rules to nat OUTPUT and PREROUTING (kernel log level 7)' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (uninstall then cannot find rules in built-in chains)' -r -f -a "true\t''
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)' -r -f -a "true\t''
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l wait -d 'Seconds to wait for the xtables lock (legacy iptables) [default: 5]' -r
@@ -123,7 +123,7 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l iptables-logs -d 'Add LOG rules to nat OUTPUT and PREROUTING (kernel log level 7)' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (uninstall then cannot find rules in built-in chains)' -r -f -a "true\t''
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)' -r -f -a "true\t''
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l wait -d 'Seconds to wait for the xtables lock (legacy iptables) [default: 5]' -r

@@ -216,7 +216,7 @@ pub struct InstallArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub iptables_logs: Option<bool>,
 
-    /// Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (uninstall then cannot find rules in built-in chains)
+    /// Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub disable_comments: Option<bool>,
 

@@ -108,6 +108,11 @@ fn bad_flags_configs_and_users_change_nothing() {
             "--redirect-all-dns-traffic",
         ),
         (vec!["--kuma-dp-user", "nobody-here"], "nobody-here"),
+        // The DNS rules would carry nothing that marks them ours.
+        (
+            vec!["--disable-comments", "--redirect-dns"],
+            "--disable-comments",
+        ),
         (vec!["--config", bad_yaml], bad_yaml),
         (vec!["--config", unknown_key], "excludePort"),
         (vec!["--config", wrong_type], "redirect.dns.enabled"),

@@ -62,6 +62,10 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     let plans = !read_only;
     let read_only = read_only || config.dry_run;
     let uid = host::resolve_kuma_dp_uid(config.kuma_dp_user.as_deref()).map_err(BadInput)?;
+    if !read_only {
+        // Before anything is read or changed: the rules this configuration gives anywhere.
+        refuse_unrecognisable(&config, &ruleset::build(&config, &[typical_facts(uid)]))?;
+    }
     if !read_only && !host::is_root() {
         bail!(
             "install changes the firewall and needs root (use --dry-run to only print the rules)"
@@ -120,6 +124,10 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         without_docker_chain(&mut facts);
     }
     let ruleset = ruleset::build(&config, &facts);
+    if !read_only {
+        // Comments also go when iptables lacks the comment match.
+        refuse_unrecognisable(&config, &ruleset)?;
+    }
     Ok(Desired {
         lock,
         config,
@@ -296,6 +304,36 @@ fn prepare_ipv6(desired: &Ruleset) -> Result<()> {
         host::ensure_ipv6_passthrough_address(&host::loopback_interface())?;
     }
     Ok(())
+}
+
+/// IPv4 on a host with every iptables feature and one name server.
+fn typical_facts(uid: u32) -> FamilyFacts {
+    FamilyFacts {
+        family: Family::V4,
+        uid,
+        loopback: "lo".into(),
+        dns_servers: vec![std::net::Ipv4Addr::new(192, 0, 2, 53).into()],
+        features: Features::default(),
+    }
+}
+
+/// Refuses rules that no later run could tell from foreign ones once applied
+/// ([`Ruleset::unrecognisable`]): they could be neither verified, nor replaced, nor removed.
+fn refuse_unrecognisable(config: &Config, ruleset: &Ruleset) -> Result<()> {
+    let Some((table, rule)) = ruleset.unrecognisable().into_iter().next() else {
+        return Ok(());
+    };
+    let what = format!(
+        "rules such as {table} {} -j {} would sit in built-in chains with no comment and no jump into our chains, so no later run could tell them from foreign rules to verify, replace or remove them",
+        rule.chain,
+        rule.target().unwrap_or("…")
+    );
+    if config.comments {
+        bail!("iptables here has no comment match (libxt_comment): {what}; install it, or leave out what adds them (DNS redirection, --drop-invalid-packets); nothing was changed");
+    }
+    bail!(BadInput(format!(
+        "--disable-comments (comments.disabled): {what}; install with comments"
+    )))
 }
 
 /// With firewalld in charge, IPv6 redirection needs `RFC3964_IPv4=no`: firewalld's own

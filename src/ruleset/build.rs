@@ -642,6 +642,38 @@ mod tests {
     }
 
     #[test]
+    fn without_comments_only_the_dns_rules_cannot_be_recognised() {
+        let mut config = Config {
+            comments: false,
+            ..Config::default()
+        };
+        // The jumps into our chains and our chains' rules stay recognisable.
+        assert!(build(&config, &[facts(Family::V4)])
+            .unrecognisable()
+            .is_empty());
+        config.dns.enabled = true;
+        config.dns.capture_all = true;
+        let rules = build(&config, &[facts(Family::V4)]);
+        let stray: Vec<_> = rules
+            .unrecognisable()
+            .into_iter()
+            .map(|(table, rule)| (table, rule.chain.as_str(), rule.target()))
+            .collect();
+        assert!(
+            stray.contains(&(TableName::Raw, "OUTPUT", Some("CT"))),
+            "{stray:?}"
+        );
+        assert!(
+            stray.contains(&(TableName::Nat, "OUTPUT", Some("REDIRECT"))),
+            "{stray:?}"
+        );
+        config.comments = true;
+        assert!(build(&config, &[facts(Family::V4)])
+            .unrecognisable()
+            .is_empty());
+    }
+
+    #[test]
     fn comments_follow_config_and_module() {
         let mut config = Config::default();
         let mut no_module = facts(Family::V4);

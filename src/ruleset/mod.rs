@@ -136,6 +136,23 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// What the rule jumps to (`-j`): a chain or a target.
+    pub fn target(&self) -> Option<&str> {
+        self.args.windows(2).find_map(|pair| match pair {
+            [Arg::Opt(Opt::Jump), Arg::Value(target)] => Some(target.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether a later run can tell this rule, once applied, from foreign ones ([`is_ours`]).
+    pub fn is_recognisable(&self) -> bool {
+        is_ours(
+            &self.chain,
+            |text| self.comment.as_deref().is_some_and(|c| c.contains(text)),
+            self.target().into_iter(),
+        )
+    }
+
     /// The rule specification as argv (no `-A`/`-I`, no chain), comment first as kumactl does.
     pub fn spec(&self, verbose: bool) -> Vec<String> {
         let mut out = Vec::with_capacity(self.args.len() + 4);
@@ -178,6 +195,18 @@ pub struct Ruleset {
 impl Ruleset {
     pub fn family(&self, family: Family) -> Option<&FamilyRules> {
         self.families.iter().find(|f| f.family == family)
+    }
+
+    /// The rules no run could tell from foreign ones once applied, so none could verify,
+    /// replace or remove them: without comments, those in built-in chains that do not jump
+    /// into ours (the DNS rules, `--drop-invalid-packets`).
+    pub fn unrecognisable(&self) -> Vec<(TableName, &Rule)> {
+        self.families
+            .iter()
+            .flat_map(|f| &f.tables)
+            .flat_map(|t| t.rules.iter().map(move |r| (t.name, r)))
+            .filter(|(_, rule)| !rule.is_recognisable())
+            .collect()
     }
 }
 
