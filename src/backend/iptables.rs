@@ -63,7 +63,7 @@ impl IptablesBackend {
         let mut unsettled = Vec::new();
         for xtables in &self.families {
             let wanted = desired.family(xtables.family);
-            let read = wanted.and_then(|_| read_nf_tables(xtables));
+            let read = wanted.and_then(|_| observe_nf_tables(xtables));
             if read
                 .as_ref()
                 .is_some_and(|tables| is_recorded_as(xtables, tables, wanted))
@@ -74,10 +74,10 @@ impl IptablesBackend {
         }
         unsettled.iter().for_each(|(xtables, _)| xtables.prefetch());
         let mut plans = Vec::new();
-        for (xtables, read_nf_tables) in unsettled {
+        for (xtables, seen_in_nf_tables) in unsettled {
             let saved = restore::parse_save(&xtables.snapshot()?)?;
             let wanted = desired.family(xtables.family);
-            if !read_nf_tables && is_recorded_as(xtables, &observed(&saved), wanted) {
+            if !seen_in_nf_tables && is_recorded_as(xtables, &observed(&saved), wanted) {
                 continue;
             }
             if let Some(script) = plan_family(&saved, wanted) {
@@ -198,7 +198,7 @@ impl IptablesBackend {
                 Some(wanted) => plans.push((xtables.clone(), fresh_script(wanted))),
                 // A family left without rules may hold old ones, which only a plan removes;
                 // nf_tables shows at once whether it holds any.
-                None if read_nf_tables(xtables).is_some_and(|t| verify(&t, None).is_ok()) => {}
+                None if observe_nf_tables(xtables).is_some_and(|t| verify(&t, None).is_ok()) => {}
                 None => return Ok(None),
             }
         }
@@ -410,7 +410,7 @@ pub fn observed(saved: &[SavedTable]) -> Vec<ObservedTable> {
 
 /// The tables our rules use, read from nf_tables directly: no process, unlike a save. None
 /// for legacy iptables, or when nf_tables does not answer.
-fn read_nf_tables(xtables: &Xtables) -> Option<Vec<ObservedTable>> {
+fn observe_nf_tables(xtables: &Xtables) -> Option<Vec<ObservedTable>> {
     let names = TableName::ALL.map(TableName::as_str);
     let (chains, rules) = xtables.read_nf_tables(&names)?;
     Some(
@@ -450,7 +450,7 @@ fn start_reading_back(xtables: &Xtables) {
 
 /// The tables after a change: from nf_tables when it answers, otherwise saved.
 fn read_back(xtables: &Xtables) -> Result<Vec<ObservedTable>> {
-    match read_nf_tables(xtables) {
+    match observe_nf_tables(xtables) {
         Some(tables) => Ok(tables),
         None => Ok(observed(&restore::parse_save(&xtables.snapshot()?)?)),
     }
