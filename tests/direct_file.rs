@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use tproxy_firewalld::backend::direct_file::{DirectFile, MAX_SIZE};
+use tproxy_firewalld::backend::direct_file::{Committed, DirectFile, MAX_SIZE};
 use tproxy_firewalld::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
 use tproxy_firewalld::format::direct_xml::{parse, render};
 
@@ -125,6 +125,20 @@ fn ours() -> DirectConfig {
 }
 
 /// Names in `dir`, sorted.
+/// Replaces the file with `text` the way a change of ours does: read under a lease, the new
+/// file staged beside it, then swapped in.
+fn write(file: &DirectFile, text: &str) -> anyhow::Result<Committed> {
+    write_with(file, &file.load_for_change()?, text)
+}
+
+fn write_with(
+    file: &DirectFile,
+    held: &tproxy_firewalld::backend::direct_file::Held,
+    text: &str,
+) -> anyhow::Result<Committed> {
+    file.stage(text, held)?.commit()
+}
+
 fn listing(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap()
@@ -331,7 +345,7 @@ fn a_new_file_is_rendered_with_0644_in_a_new_0750_directory() {
 
     let text = DirectFile::planned_text(None, &ours()).unwrap();
     assert_eq!(text, render(&ours()));
-    file.write(&text, None).unwrap();
+    assert_eq!(write(&file, &text).unwrap(), Committed::Done);
 
     assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
     assert_eq!(mode(file.path()), 0o644);
@@ -356,7 +370,7 @@ fn replacing_keeps_the_mode_and_the_previous_file_as_old() {
     let loaded = file.load().unwrap().unwrap();
     assert_eq!(loaded.mode, 0o600);
     let text = DirectFile::planned_text(Some(&loaded), &ours()).unwrap();
-    file.write(&text, Some(&loaded)).unwrap();
+    assert_eq!(write(&file, &text).unwrap(), Committed::Done);
 
     assert_eq!(fs::read_to_string(file.path()).unwrap(), text);
     assert_eq!(mode(file.path()), 0o600);
@@ -373,48 +387,91 @@ fn replacing_keeps_the_mode_and_the_previous_file_as_old() {
     assert_eq!(DirectFile::planned_text(Some(&loaded), &ours()), None);
     let back = DirectFile::planned_text(Some(&loaded), &DirectConfig::default()).unwrap();
     assert_eq!(back, foreign);
-    file.write(&back, Some(&loaded)).unwrap();
+    assert_eq!(write(&file, &back).unwrap(), Committed::Done);
     assert_eq!(fs::read_to_string(file.path()).unwrap(), foreign);
     assert_eq!(fs::read_to_string(&old).unwrap(), text);
 }
 
 #[test]
-fn a_write_can_leave_the_backup_alone() {
+fn a_file_open_for_writing_is_read_once_the_writer_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let file = DirectFile::in_dir(dir.path());
     fs::write(file.path(), fixture("firewalld-written.xml")).unwrap();
-    set_mode(file.path(), 0o640);
-    let old = dir.path().join("direct.xml.old");
-    let backup = fixture("foreign-mixed.xml");
-    fs::write(&old, &backup).unwrap();
 
-    let new = fixture("firewalld-grouped.xml");
-    file.write_keeping_old(&new, None).unwrap();
-    assert_eq!(fs::read_to_string(file.path()).unwrap(), new);
-    assert_eq!(mode(file.path()), 0o640);
-    assert_eq!(fs::read_to_string(&old).unwrap(), backup);
-    assert_eq!(
-        listing(dir.path()),
-        BTreeSet::from(["direct.xml".to_string(), "direct.xml.old".to_string()])
-    );
+    let changed = fixture("firewalld-grouped.xml");
+    let mut writing = fs::File::create(file.path()).unwrap();
+    let writer = std::thread::spawn({
+        let changed = changed.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::io::Write::write_all(&mut writing, changed.as_bytes()).unwrap();
+        }
+    });
+    let held = file.load_for_change().unwrap();
+    writer.join().unwrap();
+    assert_eq!(held.loaded.unwrap().text, changed);
 }
 
 #[test]
-fn a_file_changed_since_it_was_read_is_not_overwritten() {
+fn a_file_replaced_since_it_was_read_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let file = DirectFile::in_dir(dir.path());
     fs::write(file.path(), fixture("firewalld-written.xml")).unwrap();
-    let loaded = file.load().unwrap().unwrap();
-    let text = DirectFile::planned_text(Some(&loaded), &ours()).unwrap();
+    let held = file.load_for_change().unwrap();
+    let text = DirectFile::planned_text(held.loaded.as_ref(), &ours()).unwrap();
 
+    // As config management writes files: a new file renamed over the old one.
     let changed = fixture("firewalld-grouped.xml");
-    fs::write(file.path(), &changed).unwrap();
-    let message = format!("{:#}", file.write(&text, Some(&loaded)).unwrap_err());
-    assert!(message.contains("changed since it was read"), "{message}");
+    let other = dir.path().join("other");
+    fs::write(&other, &changed).unwrap();
+    fs::rename(&other, file.path()).unwrap();
+    let committed = file.stage(&text, &held).unwrap().commit().unwrap();
+    assert_eq!(committed, Committed::Interfered);
     assert_eq!(fs::read_to_string(file.path()).unwrap(), changed);
     assert_eq!(
         listing(dir.path()),
         BTreeSet::from(["direct.xml".to_string()])
+    );
+}
+
+/// Another process that opens direct.xml for writing after it was read for a change (as
+/// `firewall-offline-cmd` does) waits for the reader's lease; the write of ours is called
+/// off and the other process's write lands in direct.xml once the lease is given up.
+#[test]
+fn a_write_by_another_process_after_the_read_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = DirectFile::in_dir(dir.path());
+    fs::write(file.path(), fixture("firewalld-written.xml")).unwrap();
+    let held = file.load_for_change().unwrap();
+    let text = DirectFile::planned_text(held.loaded.as_ref(), &ours()).unwrap();
+    let staged = file.stage(&text, &held).unwrap();
+
+    let changed = fixture("firewalld-grouped.xml");
+    let source = dir.path().join("source");
+    fs::write(&source, &changed).unwrap();
+    // `cp` opens the target for writing (O_TRUNC), as firewalld's writer does.
+    let mut writer = std::process::Command::new("cp")
+        .arg(&source)
+        .arg(file.path())
+        .spawn()
+        .unwrap();
+    let wchan = format!("/proc/{}/wchan", writer.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::read_to_string(&wchan).unwrap_or_default() != "__break_lease" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never waited for the lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    assert_eq!(staged.commit().unwrap(), Committed::Interfered);
+    drop(held);
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(fs::read_to_string(file.path()).unwrap(), changed);
+    assert_eq!(
+        listing(dir.path()),
+        BTreeSet::from(["direct.xml".to_string(), "source".to_string()])
     );
 }
 
@@ -424,12 +481,11 @@ fn malformed_text_is_never_written() {
     let file = DirectFile::in_dir(dir.path());
     let good = fixture("firewalld-written.xml");
     fs::write(file.path(), &good).unwrap();
-    let loaded = file.load().unwrap().unwrap();
+    let held = file.load_for_change().unwrap();
 
     let message = format!(
         "{:#}",
-        file.write("<direct>\n  <chain/>\n</direct>\n", Some(&loaded))
-            .unwrap_err()
+        write_with(&file, &held, "<direct>\n  <chain/>\n</direct>\n").unwrap_err()
     );
     assert!(message.contains("line 2, column 3"), "{message}");
     // The file read with a bad entry added at its end, as an edit of ours would add one
@@ -438,7 +494,7 @@ fn malformed_text_is_never_written() {
         "</direct>",
         "  <chain ipv=\"ipv4\" table=\"filter\"/>\n</direct>",
     );
-    let message = format!("{:#}", file.write(&edited, Some(&loaded)).unwrap_err());
+    let message = format!("{:#}", write_with(&file, &held, &edited).unwrap_err());
     assert!(
         message.contains("line 15, column 3: chain: missing attribute chain"),
         "{message}"
@@ -467,7 +523,7 @@ fn a_symlink_is_refused_and_left_alone() {
         "{message}"
     );
 
-    let message = format!("{:#}", file.write(&render(&ours()), None).unwrap_err());
+    let message = format!("{:#}", write(&file, &render(&ours())).unwrap_err());
     assert!(message.contains("symbolic link"), "{message}");
 
     assert!(fs::symlink_metadata(file.path())
@@ -531,9 +587,9 @@ fn a_failed_write_leaves_the_file_and_no_temporary_file() {
     fs::write(old.join("keep"), "x").unwrap();
     let before = listing(dir.path());
 
-    let loaded = file.load().unwrap().unwrap();
-    let text = DirectFile::planned_text(Some(&loaded), &ours()).unwrap();
-    let message = format!("{:#}", file.write(&text, Some(&loaded)).unwrap_err());
+    let held = file.load_for_change().unwrap();
+    let text = DirectFile::planned_text(held.loaded.as_ref(), &ours()).unwrap();
+    let message = format!("{:#}", write_with(&file, &held, &text).unwrap_err());
     assert!(message.contains("direct.xml.old"), "{message}");
 
     assert_eq!(fs::read_to_string(file.path()).unwrap(), good);

@@ -1,18 +1,23 @@
 //! firewalld installed but stopped: our entries go into its `direct.xml` (which it applies
 //! when it starts, flushing iptables first) and, so they work now, into the kernel with the
-//! raw iptables backend. Both or neither: the kernel first, and it is put back if the file cannot be written.
+//! raw iptables backend. Both or neither: the kernel first, and it is put back if the file
+//! cannot be written. Another process writing direct.xml meanwhile (`firewall-offline-cmd`,
+//! an editor) is never written over: the file is read and planned again.
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
-use super::direct_file::{DirectFile, Loaded, Staged};
+use super::direct_file::{Committed, DirectFile, Held, Staged};
 use super::iptables::IptablesBackend;
 use super::xtables::{RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::direct::{self, plan, Plan};
 use crate::format::firewalld_conf;
 use crate::ruleset::Ruleset;
+
+/// How often direct.xml may be written by another process under one run before it gives up.
+const MAX_INTERFERENCES: usize = 5;
 
 pub struct OfflineBackend {
     file: DirectFile,
@@ -25,7 +30,7 @@ pub struct FilePlan {
     pub plan: Plan,
     /// The new file, when it changes.
     pub text: Option<String>,
-    loaded: Option<Loaded>,
+    held: Held,
 }
 
 impl OfflineBackend {
@@ -41,21 +46,64 @@ impl OfflineBackend {
         &self.file
     }
 
-    /// Reads direct.xml (refusing a malformed one) and plans our entries in it.
-    pub fn plan_file(&self, ruleset: &Ruleset) -> Result<FilePlan> {
-        let loaded = self.file.load()?;
+    /// Reads direct.xml (refusing a malformed one) and plans our entries in it. `for_change`:
+    /// read under a lease, so that another process's write from now on is noticed.
+    pub fn plan_file(&self, ruleset: &Ruleset, for_change: bool) -> Result<FilePlan> {
+        let held = if for_change {
+            self.file.load_for_change()?
+        } else {
+            Held::from(self.file.load()?)
+        };
         // The translation and the plan look only at our entries: foreign ones (there may be
         // thousands) are not copied.
-        let current = loaded
+        let current = held
+            .loaded
             .as_ref()
             .map(|l| l.document.owned_config())
             .unwrap_or_default();
         let desired = direct::translate(ruleset, &current);
         Ok(FilePlan {
             plan: plan(&current, &desired),
-            text: DirectFile::planned_text(loaded.as_ref(), &desired),
-            loaded,
+            text: DirectFile::planned_text(held.loaded.as_ref(), &desired),
+            held,
         })
+    }
+
+    /// After `file_plan` was committed: when another process wrote direct.xml since it was
+    /// read, reads, plans and writes again (a bounded number of times). Returns the plan
+    /// that was written.
+    fn replan_while_interfered(
+        &self,
+        desired: &Ruleset,
+        mut file_plan: FilePlan,
+        mut committed: Committed,
+    ) -> Result<FilePlan> {
+        let mut interferences = 0;
+        while committed == Committed::Interfered {
+            interferences += 1;
+            if interferences > MAX_INTERFERENCES {
+                bail!(
+                    "{} was written by another process {interferences} times while we planned; nothing was written: run again once it is left alone",
+                    self.file.path().display()
+                );
+            }
+            if interferences == 1 {
+                eprintln!(
+                    "tproxy-firewalld: {} was written by another process meanwhile; reading it again",
+                    self.file.path().display()
+                );
+            }
+            // Giving up the lease lets that process finish its write before the file is
+            // read again.
+            drop(file_plan);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            file_plan = self.plan_file(desired, true)?;
+            committed = match &file_plan.text {
+                Some(text) => self.file.stage(text, &file_plan.held)?.commit()?,
+                None => Committed::Done,
+            };
+        }
+        Ok(file_plan)
     }
 }
 
@@ -65,18 +113,18 @@ impl Backend for OfflineBackend {
     }
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let file_plan = self.plan_file(desired)?;
+        let file_plan = self.plan_file(desired, true)?;
         // The kernel first: applying the rules is the strictest check that firewalld will
         // accept them at its next start, and it comes before anything permanent is in place.
         // The new file is written and synced beside direct.xml meanwhile (each is a wait: on
-        // iptables-restore, on the disk) and renamed over it only once the kernel holds the rules.
+        // iptables-restore, on the disk) and put in place only once the kernel holds the rules.
         let file = &self.file;
         let mut iptables = IptablesBackend::new(self.xtables.clone(), self.options);
         let (staged, kernel) = std::thread::scope(|scope| {
             let staged = file_plan
                 .text
                 .as_deref()
-                .map(|text| scope.spawn(move || file.stage(text, file_plan.loaded.as_ref(), true)));
+                .map(|text| scope.spawn(|| file.stage(text, &file_plan.held)));
             let kernel = iptables.converge(desired);
             let staged = staged.map(|s| {
                 s.join()
@@ -85,13 +133,19 @@ impl Backend for OfflineBackend {
             (staged.transpose(), kernel)
         });
         let kernel = kernel.context("direct.xml was left as it was")?;
-        if let Err(error) = staged.and_then(|staged| staged.map_or(Ok(()), Staged::commit)) {
-            let state = match iptables.undo() {
-                Ok(()) => "the iptables rules were put back as they were".to_string(),
-                Err(e) => format!("putting the iptables rules back failed too: {e:#}"),
-            };
-            return Err(error.context(state));
-        }
+        let committed =
+            staged.and_then(|staged| staged.map_or(Ok(Committed::Done), Staged::commit));
+        let written = committed.and_then(|c| self.replan_while_interfered(desired, file_plan, c));
+        let file_plan = match written {
+            Ok(file_plan) => file_plan,
+            Err(error) => {
+                let state = match iptables.undo() {
+                    Ok(()) => "the iptables rules were put back as they were".to_string(),
+                    Err(e) => format!("putting the iptables rules back failed too: {e:#}"),
+                };
+                return Err(error.context(state));
+            }
+        };
         let mut summary = vec![format!(
             "{}: {}",
             self.file.path().display(),
@@ -142,6 +196,6 @@ impl FilePlan {
     pub fn resulting_text(&self) -> Option<&str> {
         self.text
             .as_deref()
-            .or(self.loaded.as_ref().map(|l| l.text.as_str()))
+            .or(self.held.loaded.as_ref().map(|l| l.text.as_str()))
     }
 }

@@ -115,7 +115,7 @@ fn print_changes(plan: &Plan) {
 
 /// The dry run of a stopped firewalld: changes to direct.xml and the resulting file.
 fn print_file_plan(backend: &OfflineBackend, desired: &Ruleset, verbose: bool) -> Result<()> {
-    let file = backend.plan_file(desired)?;
+    let file = backend.plan_file(desired, false)?;
     let path = backend.file().path().display();
     println!("### {path} (firewalld is not running) ###");
     print_changes(&file.plan);
