@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
 use common::{expected, ours, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
+use tproxy_firewalld::format::direct_xml;
 
 /// Both families: firewalld's default RFC3964_IPv4=yes would restrict us to IPv4.
 const BOTH_FAMILIES: &str = "--disable-firewalld-rfc3964-ipv4";
@@ -205,11 +206,24 @@ fn without_store_the_rules_are_runtime_only_and_the_operator_is_told() {
 
 const FOREIGN: &str = include_str!("../xml-fixtures/foreign-live.xml");
 
+/// Another tool's entries stay as they were. With firewalld running, firewalld writes
+/// direct.xml (in its own layout) and we never do: a write of ours would race its writes
+/// for other clients. With firewalld stopped, we write the file, and every byte that is
+/// not ours is kept.
 #[test]
-fn foreign_entries_stay_byte_for_byte() {
+fn foreign_entries_stay_as_they_were() {
     each_backend("foreign_entries", |world| {
         world.stop();
         std::fs::write(world.direct_xml_path(), FOREIGN).unwrap();
+        install(world, &["--store-firewalld", BOTH_FAMILIES]);
+        assert!(world.direct_xml().contains("KUMA_MESH"));
+        world.tproxy_ok(&["uninstall"]);
+        assert_eq!(
+            world.direct_xml(),
+            FOREIGN,
+            "direct.xml after install + uninstall with firewalld stopped"
+        );
+
         world.start();
         let runtime_before = world.firewall_cmd_ok(&["--direct", "--get-all-rules"]);
         let chains_before = world.firewall_cmd_ok(&["--direct", "--get-all-chains"]);
@@ -219,23 +233,31 @@ fn foreign_entries_stay_byte_for_byte() {
         assert!(world.direct_xml().contains("KUMA_MESH"));
         world.tproxy_ok(&["uninstall"]);
 
+        let foreign = direct_xml::parse(FOREIGN).unwrap().config();
         assert_eq!(
             world.direct_xml(),
-            FOREIGN,
-            "direct.xml after install + uninstall"
+            direct_xml::render(&foreign),
+            "direct.xml after install + uninstall with firewalld running"
         );
-        assert_eq!(
-            world.firewall_cmd_ok(&["--direct", "--get-all-rules"]),
-            runtime_before
-        );
-        assert_eq!(
-            world.firewall_cmd_ok(&["--direct", "--get-all-chains"]),
-            chains_before
-        );
-        assert_eq!(
-            world.firewall_cmd_ok(&["--direct", "--get-all-passthroughs"]),
-            passthroughs_before
-        );
+        for permanent in [false, true] {
+            let mut args = vec!["--direct"];
+            if permanent {
+                args.insert(0, "--permanent");
+            }
+            for (what, before) in [
+                ("--get-all-rules", &runtime_before),
+                ("--get-all-chains", &chains_before),
+                ("--get-all-passthroughs", &passthroughs_before),
+            ] {
+                let mut query = args.clone();
+                query.push(what);
+                assert_eq!(
+                    &world.firewall_cmd_ok(&query),
+                    before,
+                    "{what} (permanent: {permanent})"
+                );
+            }
+        }
     });
 }
 
@@ -265,8 +287,12 @@ fn a_rerun_makes_no_write_call_and_one_more_port_makes_only_that_change() {
                 ],
             );
         });
-        // One rule per family in the runtime, one permanent update.
-        assert_eq!(calls, ["addRule", "addRule", "update"], "one more port");
+        // One rule per family, in the runtime and in the permanent configuration.
+        assert_eq!(
+            calls,
+            ["addRule", "addRule", "addRule", "addRule"],
+            "one more port"
+        );
         assert_kernel_has_port_exclusion(world, "2222");
     });
 }

@@ -1,10 +1,18 @@
-//! The firewalld backend: our rules as direct entries, applied through firewalld's runtime
-//! D-Bus interface one entry at a time (firewalld has no batch call) and, when storing,
-//! into the permanent configuration with one `getSettings`/`update` round trip. A failed
-//! step undoes the steps before it, so firewalld ends as it was or as wanted.
+//! The firewalld backend: our rules as direct entries, applied one entry at a time
+//! (firewalld has no batch call) to firewalld's runtime and, when storing, to its permanent
+//! configuration, which firewalld writes to direct.xml itself.
+//!
+//! firewalld is shared. It handles one D-Bus call at a time, and each per-entry call of its
+//! permanent interface is a read-modify-write inside firewalld, so no entry another client
+//! writes meanwhile can be lost (a client's own `getSettings`/`update` round trip would drop
+//! it). A refused step undoes the steps before it, so firewalld ends as it was or as wanted.
+//! A reload or restart during the run (firewalld's `Reloaded` signal, its bus name changing
+//! owner, a call it never answered, our entries not as applied) makes the run read, plan and
+//! apply again, a bounded number of times.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use zbus::blocking::Connection;
@@ -16,14 +24,14 @@ use super::{Backend, Outcome};
 use crate::commands::BadInput;
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
 use crate::format::dbus::{
-    self, Failure, FirewallD, PermanentDirect, RuntimeDirect, Settings, WireChain, WirePassthrough,
-    WireRule, WireSettings,
+    self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
+    RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
-use crate::format::direct_xml;
 use crate::ruleset::Ruleset;
 
 /// A connection to a running firewalld and what it told us about itself.
 pub struct Firewalld {
+    connection: Connection,
     firewalld: FirewallD<'static>,
     runtime: RuntimeDirect<'static>,
     permanent: PermanentDirect<'static>,
@@ -33,6 +41,8 @@ pub struct Firewalld {
     pub firewall_backend: String,
     /// The `RFC3964_IPv4` property, when firewalld has it.
     rfc3964_ipv4: Option<String>,
+    /// The `FlushAllOnReload` property, when firewalld has it.
+    flush_all_on_reload: Option<String>,
 }
 
 /// What is on the system bus.
@@ -103,8 +113,9 @@ pub struct Asked {
 
 impl Asked {
     /// Sends the reads of firewalld's runtime and permanent direct configurations; firewalld
-    /// answers them right after its state and settings, while we work on those. The answers
-    /// are only worth having if nothing reloads firewalld in between.
+    /// answers them right after its state and settings, while we work on those. Whatever
+    /// reloads or restarts firewalld from here on is watched for: the watch is set up while
+    /// firewalld answers the first two calls, before the reads go out.
     pub fn read_in_background(&self) -> Result<Reading> {
         let proxies = || -> zbus::Result<(RuntimeDirect<'static>, PermanentDirect<'static>)> {
             Ok((
@@ -114,12 +125,22 @@ impl Asked {
         };
         let (runtime, permanent) =
             proxies().map_err(|e| failure("reading firewalld's direct rules", &e))?;
-        Ok(Reading::send(&runtime, &permanent))
+        let disruptions = watch(&self.connection)?;
+        Ok(Reading::send(&runtime, &permanent, disruptions))
     }
 
     /// firewalld's state, waiting while it starts, and its settings; Absent when nobody owns
-    /// firewalld's bus name.
-    pub fn presence(mut self) -> Result<Presence> {
+    /// firewalld's bus name. firewalld leaving the bus before it answered (a restart) makes
+    /// this ask again once it is back.
+    pub fn presence(self) -> Result<Presence> {
+        let connection = self.connection.clone();
+        match self.answers() {
+            Err(error) if is_gone(&error) => presence_once_back(&connection),
+            presence => presence,
+        }
+    }
+
+    fn answers(mut self) -> Result<Presence> {
         let timeout = start_timeout()?;
         let main = match main_properties_once_started(&mut self.main, timeout)? {
             Some(main) => dbus::strings(main),
@@ -137,6 +158,7 @@ impl Asked {
         let connection = self.connection;
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
+                connection: connection.clone(),
                 firewalld: dbus::uncached(&connection)?,
                 runtime: dbus::uncached(&connection)?,
                 permanent: dbus::uncached(&connection)?,
@@ -144,9 +166,40 @@ impl Asked {
                 version: main.get("version").cloned().unwrap_or_default(),
                 firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
                 rfc3964_ipv4: config.remove("RFC3964_IPv4"),
+                flush_all_on_reload: config.remove("FlushAllOnReload"),
             })
         };
         Ok(Presence::Running(Box::new(build()?)))
+    }
+}
+
+/// firewalld's presence after it left the bus: asked again until it is back, for up to the
+/// start timeout; Absent when it is still gone then (it stopped).
+fn presence_once_back(connection: &Connection) -> Result<Presence> {
+    let patience = start_timeout()?;
+    let deadline = Instant::now() + patience;
+    let mut told = false;
+    loop {
+        let bus = Bus {
+            connection: connection.clone(),
+        };
+        let presence = bus.ask()?.answers();
+        let gone = match &presence {
+            Ok(Presence::Absent) => true,
+            Err(error) => is_gone(error),
+            Ok(_) => false,
+        };
+        if !gone || Instant::now() >= deadline {
+            return presence;
+        }
+        if !told {
+            notice(format!(
+                "firewalld left the bus during the run (restarting?); waiting up to {} s for it",
+                patience.as_secs()
+            ));
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -193,8 +246,25 @@ fn main_properties_once_started(
 
 /// An error naming what we were doing, firewalld's answer and, where we know it, the fix.
 fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
-    let failure = Failure::from(error);
-    let hint = match &failure {
+    Refusal {
+        step: step.to_string(),
+        failure: Failure::from(error),
+    }
+    .into()
+}
+
+/// A call firewalld refused or never answered, and what we were doing.
+#[derive(Debug)]
+struct Refusal {
+    step: String,
+    failure: Failure,
+}
+
+impl std::error::Error for Refusal {}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hint = match &self.failure {
         Failure::NotAuthorized(_) | Failure::AccessDenied(_) => {
             "; run as root (or grant org.fedoraproject.FirewallD1.direct and .config through polkit)"
         }
@@ -204,9 +274,18 @@ fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
         Failure::Firewalld { code, .. } if code == "RUNNING_BUT_FAILED" => {
             "; firewalld is in FAILED state: fix its configuration (firewall-cmd --check-config) and restart it"
         }
-        _ => "",
-    };
-    anyhow!("{step}: {failure}{hint}")
+            _ => "",
+        };
+        write!(f, "{}: {}{hint}", self.step, self.failure)
+    }
+}
+
+/// Whether `error` is firewalld leaving the bus in the middle of a call (a restart, or a
+/// stop): not an answer about what was asked.
+fn is_gone(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<Refusal>()
+        .is_some_and(|r| matches!(r.failure, Failure::Gone(_)))
 }
 
 /// The three runtime lists, asked for: firewalld has no call that returns them together.
@@ -248,24 +327,47 @@ fn permanent_answer(sent: dbus::Sent<WireSettings>) -> Result<DirectConfig> {
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
 }
 
-/// firewalld's runtime and permanent direct configuration, asked for.
+/// firewalld's runtime and permanent direct configuration, asked for, with a watch on
+/// whatever replaces them under us from then on.
 pub struct Reading {
     runtime: RuntimeReading,
     permanent: dbus::Sent<WireSettings>,
+    disruptions: Disruptions,
+}
+
+/// What a [`Reading`] brought back.
+struct Read {
+    runtime: DirectConfig,
+    permanent: DirectConfig,
+    disruptions: Disruptions,
 }
 
 impl Reading {
-    fn send(runtime: &RuntimeDirect<'static>, permanent: &PermanentDirect<'static>) -> Self {
+    fn send(
+        runtime: &RuntimeDirect<'static>,
+        permanent: &PermanentDirect<'static>,
+        disruptions: Disruptions,
+    ) -> Self {
         Reading {
             runtime: RuntimeReading::send(runtime),
             permanent: send_permanent_read(permanent),
+            disruptions,
         }
     }
 
-    /// (runtime, permanent), once both answers are in.
-    fn wait(self) -> Result<(DirectConfig, DirectConfig)> {
-        Ok((self.runtime.answer()?, permanent_answer(self.permanent)?))
+    /// Both configurations, once both answers are in.
+    fn wait(self) -> Result<Read> {
+        Ok(Read {
+            runtime: self.runtime.answer()?,
+            permanent: permanent_answer(self.permanent)?,
+            disruptions: self.disruptions,
+        })
     }
+}
+
+/// Starts watching for reloads and restarts: before the reads it guards are sent.
+fn watch(connection: &Connection) -> Result<Disruptions> {
+    Disruptions::watch(connection).map_err(|e| failure("watching firewalld for reloads", &e))
 }
 
 impl Firewalld {
@@ -279,105 +381,201 @@ impl Firewalld {
 
     /// Sends the reads of both configurations, so that probing iptables and building the
     /// rules overlap firewalld's answers: each read is a round trip to firewalld's Python.
-    pub fn read_in_background(&self) -> Reading {
-        Reading::send(&self.runtime, &self.permanent)
+    pub fn read_in_background(&self) -> Result<Reading> {
+        Ok(self.read_watched(watch(&self.connection)?))
     }
 
-    fn update_permanent(&self, config: &DirectConfig) -> Result<()> {
-        self.permanent
-            .update(&dbus::to_wire(config))
-            .map_err(|e| failure("writing firewalld's permanent direct rules", &e))
+    /// Sends the reads of both configurations, watched by `disruptions`.
+    fn read_watched(&self, disruptions: Disruptions) -> Reading {
+        Reading::send(&self.runtime, &self.permanent, disruptions)
     }
 
     /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (on when unset; off for
     /// `no` or `false`).
     pub fn rfc3964_ipv4(&self) -> bool {
-        !self
-            .rfc3964_ipv4
-            .as_deref()
-            .is_some_and(|v| v.eq_ignore_ascii_case("no") || v.eq_ignore_ascii_case("false"))
+        !is_off(self.rfc3964_ipv4.as_deref())
     }
 
     /// Sets `RFC3964_IPv4=no` in firewalld.conf and reloads, so firewalld stops rejecting
     /// packets to `::/96` (`::1` among them, where IPv6 redirection sends local traffic).
+    ///
+    /// A reload makes the runtime the permanent configuration again: unless
+    /// FlushAllOnReload=no, runtime-only direct entries of other clients would be gone. So
+    /// this refuses while there are any, and puts back those another client adds between
+    /// that look and the reload (firewalld's signals name them).
     pub fn disable_rfc3964_ipv4(&self) -> Result<()> {
+        let mut others = RuntimeChanges::watch(&self.connection)
+            .map_err(|e| failure("watching firewalld's runtime direct rules", &e))?;
+        if self.flushes_runtime_on_reload() {
+            let runtime_only = runtime_only_foreign(
+                &self.runtime_config()?.foreign(),
+                &self.permanent_config()?.foreign(),
+            );
+            if let Some(first) = runtime_only.first() {
+                bail!(
+                    "--disable-firewalld-rfc3964-ipv4 reloads firewalld, which would drop {} runtime-only direct entr{} of other tools (such as `{first}`); make them permanent first (firewall-cmd --runtime-to-permanent) or set RFC3964_IPv4=no yourself when a reload suits; nothing was changed",
+                    runtime_only.len(),
+                    if runtime_only.len() == 1 { "y" } else { "ies" }
+                );
+            }
+        }
         self.settings
             .set_rfc3964_ipv4("no")
             .map_err(|e| failure("setting RFC3964_IPv4=no", &e))?;
         self.firewalld
             .reload()
-            .map_err(|e| failure("reloading firewalld", &e))
+            .map_err(|e| failure("reloading firewalld", &e))?;
+        if self.flushes_runtime_on_reload() {
+            self.put_back(others.before_reload())?;
+        }
+        Ok(())
     }
 
-    fn apply(&self, change: &Change) -> zbus::Result<()> {
-        let r = &self.runtime;
-        match change {
-            Change::AddChain(c) => r.add_chain(&c.ipv, &c.table, &c.chain),
-            Change::RemoveChain(c) => r.remove_chain(&c.ipv, &c.table, &c.chain),
-            Change::AddRule(x) => r.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args),
-            Change::RemoveRule(x) => r.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args),
-            Change::AddPassthrough(p) => r.add_passthrough(&p.ipv, &p.args),
-            Change::RemovePassthrough(p) => r.remove_passthrough(&p.ipv, &p.args),
+    /// Whether a reload drops runtime-only entries: FlushAllOnReload, on unless `no`.
+    fn flushes_runtime_on_reload(&self) -> bool {
+        !is_off(self.flush_all_on_reload.as_deref())
+    }
+
+    /// Adds back, at runtime, the foreign entries other clients added (and did not remove)
+    /// before a reload dropped them.
+    fn put_back(&self, changes: Vec<RuntimeChange>) -> Result<()> {
+        for change in &foreign_additions(changes) {
+            match self.apply(change, Target::Runtime) {
+                Err(e) if !already_done(change, &e) => {
+                    return Err(failure(
+                        &format!("putting back `{change}`, which another client added right before our reload dropped it"),
+                        &e,
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, change: &Change, target: Target) -> zbus::Result<()> {
+        match target {
+            Target::Runtime => {
+                let r = &self.runtime;
+                match change {
+                    Change::AddChain(c) => r.add_chain(&c.ipv, &c.table, &c.chain),
+                    Change::RemoveChain(c) => r.remove_chain(&c.ipv, &c.table, &c.chain),
+                    Change::AddRule(x) => {
+                        r.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
+                    }
+                    Change::RemoveRule(x) => {
+                        r.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
+                    }
+                    Change::AddPassthrough(p) => r.add_passthrough(&p.ipv, &p.args),
+                    Change::RemovePassthrough(p) => r.remove_passthrough(&p.ipv, &p.args),
+                }
+            }
+            Target::Permanent => {
+                let p = &self.permanent;
+                match change {
+                    Change::AddChain(c) => p.add_chain(&c.ipv, &c.table, &c.chain),
+                    Change::RemoveChain(c) => p.remove_chain(&c.ipv, &c.table, &c.chain),
+                    Change::AddRule(x) => {
+                        p.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
+                    }
+                    Change::RemoveRule(x) => {
+                        p.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
+                    }
+                    Change::AddPassthrough(x) => p.add_passthrough(&x.ipv, &x.args),
+                    Change::RemovePassthrough(x) => p.remove_passthrough(&x.ipv, &x.args),
+                }
+            }
         }
     }
 
-    /// Applies `changes` to the runtime in order and returns those it made (not those
-    /// firewalld already had); on a failure undoes what was done.
-    fn apply_runtime<'a>(&self, changes: &'a [Change]) -> Result<Vec<&'a Change>> {
+    /// Applies `changes` to `target` in order and returns those it made (not those
+    /// firewalld already had). On a refusal the changes made are returned with it, not
+    /// undone: what to do about them depends on why firewalld refused.
+    fn apply_all<'a>(
+        &self,
+        changes: &'a [Change],
+        target: Target,
+    ) -> Result<Vec<&'a Change>, Refused<'a>> {
         let mut done: Vec<&Change> = Vec::new();
         for change in changes {
-            match self.apply(change) {
+            match self.apply(change, target) {
                 Ok(()) => done.push(change),
                 Err(e) if already_done(change, &e) => {}
-                Err(e) => {
-                    let undo_failures = self.undo(&done);
-                    let mut message =
-                        format!("firewalld refused `{change}`: {}; ", Failure::from(&e));
-                    if undo_failures.is_empty() {
-                        message.push_str(&format!(
-                            "the {} change(s) before it were undone, nothing is changed",
-                            done.len()
-                        ));
-                    } else {
-                        message.push_str(&format!(
-                            "undoing the changes before it failed too ({}); run uninstall",
-                            undo_failures.join("; ")
-                        ));
-                    }
-                    bail!(message);
+                Err(error) => {
+                    return Err(Refused {
+                        done,
+                        change,
+                        failure: Failure::from(&error),
+                        target,
+                    })
                 }
             }
         }
         Ok(done)
     }
 
-    /// Reverts `done` and says how that went, naming the changes `what`.
-    fn undo_described(&self, done: &[&Change], what: &str) -> String {
-        let failures = self.undo(done);
-        if failures.is_empty() {
-            format!("{what} were undone, nothing is changed")
-        } else {
-            format!(
-                "undoing {what} failed too ({}); run uninstall",
-                failures.join("; ")
-            )
-        }
-    }
-
-    /// Reverts `done` in reverse order; returns what could not be reverted.
-    fn undo(&self, done: &[&Change]) -> Vec<String> {
-        done.iter()
+    /// Reverts `done` in `target`, in reverse order, and says how that went, naming the
+    /// changes `what`.
+    fn undo(&self, done: &[&Change], target: Target, what: &str) -> Result<String, String> {
+        let failures: Vec<String> = done
+            .iter()
             .rev()
             .filter_map(|change| {
                 let inverse = change.inverse();
-                match self.apply(&inverse) {
+                match self.apply(&inverse, target) {
                     Err(e) if !already_done(&inverse, &e) => {
                         Some(format!("`{inverse}`: {}", Failure::from(&e)))
                     }
                     _ => None,
                 }
             })
-            .collect()
+            .collect();
+        if failures.is_empty() {
+            Ok(format!("{what} were undone"))
+        } else {
+            Err(format!("undoing {what} failed ({})", failures.join("; ")))
+        }
+    }
+}
+
+/// `no` or `false`, firewalld.conf's spellings of off.
+fn is_off(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("no") || v.eq_ignore_ascii_case("false"))
+}
+
+/// Foreign runtime entries that the permanent configuration does not hold, described.
+fn runtime_only_foreign(runtime: &DirectConfig, permanent: &DirectConfig) -> Vec<String> {
+    let only = |config: &DirectConfig| plan(&DirectConfig::default(), config).changes;
+    let stored = only(permanent);
+    only(runtime)
+        .into_iter()
+        .filter(|change| !stored.contains(change))
+        .map(|change| change.to_string().trim_start_matches("+ ").to_string())
+        .collect()
+}
+
+/// The foreign entries `changes` leave added, as additions in the order they were made.
+fn foreign_additions(changes: Vec<RuntimeChange>) -> Vec<Change> {
+    let mut added: Vec<Change> = Vec::new();
+    for change in changes {
+        match change {
+            RuntimeChange::Added(entry) => added.push(addition(entry)),
+            RuntimeChange::Removed(entry) => {
+                let gone = addition(entry);
+                added.retain(|c| *c != gone);
+            }
+        }
+    }
+    added.retain(|change| !change.is_owned());
+    added
+}
+
+/// The change that adds `entry`.
+fn addition(entry: dbus::Entry) -> Change {
+    match entry {
+        dbus::Entry::Chain(c) => Change::AddChain(c),
+        dbus::Entry::Rule(r) => Change::AddRule(r),
+        dbus::Entry::Passthrough(p) => Change::AddPassthrough(p),
     }
 }
 
@@ -392,18 +590,49 @@ fn already_done(change: &Change, error: &zbus::Error) -> bool {
     }
 }
 
+/// Which of firewalld's two direct configurations a change goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Runtime,
+    Permanent,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Runtime => "runtime",
+            Target::Permanent => "permanent",
+        }
+    }
+}
+
+/// firewalld refused `change`; `done` are the changes made before it.
+struct Refused<'a> {
+    done: Vec<&'a Change>,
+    change: &'a Change,
+    failure: Failure,
+    target: Target,
+}
+
+impl fmt::Display for Refused<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "firewalld refused `{}` ({}): {}",
+            self.change,
+            self.target.name(),
+            self.failure
+        )
+    }
+}
+
 /// What the backend would do, per target.
 pub struct FirewalldPlan {
     pub runtime: Plan,
-    /// The permanent plan and the whole new permanent configuration, when storing.
+    /// The permanent plan and the permanent configuration it leaves, when storing.
     pub permanent: Option<(Plan, DirectConfig)>,
     /// Our entries, as they will be.
     pub desired: DirectConfig,
-    /// direct.xml as read before the change.
-    file: Option<Loaded>,
-    /// direct.xml.old, when it seems to hold the layout an interrupted run lost (see
-    /// [`FirewalldBackend::recover_file_layout`]).
-    lost_layout: Option<Loaded>,
     /// Not storing, and the permanent configuration holds other entries of ours: they
     /// come back at the next reload.
     pub permanent_differs: bool,
@@ -411,12 +640,64 @@ pub struct FirewalldPlan {
     runtime_was_empty: bool,
 }
 
+impl FirewalldPlan {
+    fn writes(&self) -> bool {
+        !self.runtime.is_empty() || self.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty())
+    }
+}
+
+/// How many times firewalld may reload or restart under one run before it gives up.
+const MAX_DISRUPTIONS: usize = 3;
+
+/// How long direct.xml may differ from firewalld's permanent configuration before a change
+/// is refused: firewalld's file watcher reads a changed file 5 s after the last change.
+const FILE_WATCHER_PATIENCE: Duration = Duration::from_secs(7);
+/// How often the file and firewalld are compared meanwhile.
+const FILE_WATCHER_POLL: Duration = Duration::from_millis(250);
+
+/// Why an attempt to converge did not finish.
+enum Stop {
+    /// firewalld's configuration was replaced under us, or our entries are not as we left
+    /// them: read, plan and apply again.
+    Disrupted(Disturbance),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(error: anyhow::Error) -> Self {
+        if is_gone(&error) {
+            Stop::Disrupted(Disturbance::Firewalld(Disruption::Restarted))
+        } else {
+            Stop::Failed(error)
+        }
+    }
+}
+
+/// What made an attempt start again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disturbance {
+    Firewalld(Disruption),
+    /// No reload or restart was signalled, yet our entries were not as applied: another
+    /// client changed them.
+    Changed,
+}
+
+impl Disturbance {
+    fn describe(self) -> &'static str {
+        match self {
+            Disturbance::Firewalld(Disruption::Reloaded) => "firewalld reloaded",
+            Disturbance::Firewalld(Disruption::Restarted) => "firewalld restarted",
+            Disturbance::Changed => "another client changed our entries",
+        }
+    }
+}
+
 pub struct FirewalldBackend {
     firewalld: Box<Firewalld>,
     /// Also change the permanent configuration (direct.xml); uninstall always does.
     store: bool,
-    /// firewalld's direct.xml: a malformed one is never rewritten, and firewalld would
-    /// rewrite it from what it managed to parse if we changed the permanent configuration.
+    /// firewalld's direct.xml: a malformed one is never changed, since firewalld would
+    /// rewrite it from what it managed to parse.
     file: DirectFile,
     /// Used to check every rule with `iptables-restore --test` before anything is written.
     checkers: Vec<Xtables>,
@@ -425,6 +706,10 @@ pub struct FirewalldBackend {
     flush_accepted: bool,
     /// Both configurations, read while the rules were built; the first plan uses them.
     reading: Option<Reading>,
+    /// Watching firewalld since the first read of this run.
+    disruptions: Option<Disruptions>,
+    /// Some attempt of this run sent a change.
+    wrote: bool,
 }
 
 impl FirewalldBackend {
@@ -443,6 +728,8 @@ impl FirewalldBackend {
             options,
             flush_accepted: false,
             reading: None,
+            disruptions: None,
+            wrote: false,
         }
     }
 
@@ -506,50 +793,87 @@ impl FirewalldBackend {
         )
     }
 
-    pub fn firewalld(&self) -> &Firewalld {
-        &self.firewalld
-    }
-
+    /// Reads both configurations (those read while the rules were built, the first time)
+    /// and plans our entries in them.
     pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
-        // Read while firewalld answers the reads in flight.
-        let file = if self.store {
-            self.file.load().context(
-                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
-            )?
-        } else {
-            None
+        let reading = match (self.reading.take(), self.disruptions.take()) {
+            (Some(reading), _) => reading,
+            (None, Some(disruptions)) => self.firewalld.read_watched(disruptions),
+            (None, None) => self.firewalld.read_in_background()?,
         };
-        let lost_layout = file.as_ref().and_then(|file| self.lost_layout(file));
-        let (runtime, stored) = match self.reading.take() {
-            Some(reading) => reading.wait()?,
-            None => (
-                self.firewalld.runtime_config()?,
-                self.firewalld.permanent_config()?,
-            ),
-        };
+        let Read {
+            runtime,
+            permanent,
+            disruptions,
+        } = self.read_once_file_is_loaded(reading)?;
+        self.disruptions = Some(disruptions);
         let mut stored_elsewise = None;
         let permanent = if self.store {
-            Some(stored)
+            Some(permanent)
         } else {
-            stored_elsewise = Some(stored);
+            stored_elsewise = Some(permanent);
             None
         };
         // Priorities follow the stored rules when storing, so both targets agree.
         let desired = direct::translate(ruleset, permanent.as_ref().unwrap_or(&runtime));
         let permanent = permanent.map(|current| {
             let plan = plan(&current, &desired);
-            (plan, current.with_owned(&desired))
+            let after = current.after(&plan);
+            (plan, after)
         });
         Ok(FirewalldPlan {
             runtime: plan(&runtime, &desired),
             permanent,
             runtime_was_empty: runtime.is_empty(),
             permanent_differs: stored_elsewise
-                .is_some_and(|stored| !same_entries(&stored.owned(), &desired)),
+                .is_some_and(|stored| !stored.owned().same_entries(&desired)),
             desired,
-            file,
-            lost_layout,
         })
+    }
+
+    /// The answers of `reading`; when storing, once firewalld's permanent configuration is
+    /// what direct.xml holds. A file changed behind firewalld's back (by hand, by
+    /// `firewall-offline-cmd`) is read by firewalld's file watcher 5 s after the change;
+    /// any permanent change before that makes firewalld write its older entries over it.
+    /// So this waits for the watcher, and refuses when the two stay apart. A malformed file
+    /// is refused at once: firewalld would rewrite it from the part it could parse.
+    fn read_once_file_is_loaded(&self, reading: Reading) -> Result<Read> {
+        if !self.store {
+            return reading.wait();
+        }
+        let load = || {
+            self.file.load().context(
+                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
+            )
+        };
+        let on_disk =
+            |loaded: Option<Loaded>| loaded.map(|l| l.document.config()).unwrap_or_default();
+        // Read while firewalld answers the reads in flight.
+        let mut file = on_disk(load()?);
+        let mut read = reading.wait()?;
+        let deadline = Instant::now() + FILE_WATCHER_PATIENCE;
+        let mut told = false;
+        while !file.same_entries(&read.permanent) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} holds other entries than firewalld's permanent configuration, and firewalld has not read it within {} s; a change now would make firewalld write its own entries over the file's: run `firewall-cmd --reload` to load the file (or undo its edit), then run again; nothing was changed",
+                    self.file.path().display(),
+                    FILE_WATCHER_PATIENCE.as_secs()
+                );
+            }
+            if !told {
+                notice(format!(
+                    "{} was changed and firewalld has not read it yet; waiting up to {} s for it",
+                    self.file.path().display(),
+                    FILE_WATCHER_PATIENCE.as_secs()
+                ));
+                told = true;
+            }
+            std::thread::sleep(FILE_WATCHER_POLL);
+            file = on_disk(load()?);
+            read = self.firewalld.read_watched(read.disruptions).wait()?;
+        }
+        Ok(read)
     }
 
     /// `iptables-restore --test` of our rules for each family, as firewalld will apply them.
@@ -588,36 +912,159 @@ impl FirewalldBackend {
         self.checkers.iter().all(|x| x.mode == Mode::Nft)
     }
 
+    /// The reload or restart seen since the last look, if any.
+    fn disrupted(&mut self) -> Option<Disruption> {
+        self.disruptions.as_mut().and_then(Disruptions::seen)
+    }
+
+    /// What a refusal means: firewalld replaced its configuration under us (read and plan
+    /// again), or a real refusal (the error, after undoing `undo` and what came before).
+    fn refusal(&mut self, refused: Refused<'_>, undo: &[&Change]) -> Stop {
+        if let Failure::Gone(_) = refused.failure {
+            return Stop::Disrupted(Disturbance::Firewalld(Disruption::Restarted));
+        }
+        if let Some(disruption) = self.disrupted() {
+            return Stop::Disrupted(Disturbance::Firewalld(disruption));
+        }
+        let mut state = Vec::new();
+        let mut undone = true;
+        for (done, target) in [
+            (refused.done.as_slice(), refused.target),
+            (undo, Target::Runtime),
+        ] {
+            if done.is_empty() {
+                continue;
+            }
+            match self.firewalld.undo(
+                done,
+                target,
+                &format!("the {} change(s) before it ({})", done.len(), target.name()),
+            ) {
+                Ok(said) => state.push(said),
+                Err(said) => {
+                    state.push(said);
+                    undone = false;
+                }
+            }
+        }
+        state.push(if undone {
+            "nothing is changed".to_string()
+        } else {
+            "run install again, or uninstall".to_string()
+        });
+        Stop::Failed(anyhow!("{refused}; {}", state.join(", ")))
+    }
+
     /// Checks the rules and applies the runtime changes; returns the changes made.
     ///
     /// The check guards the permanent configuration, which firewalld loads only at its next
     /// start: a rule iptables rejects would leave it FAILED then. At runtime firewalld applies
     /// each entry with iptables itself and refuses what iptables rejects. So, when the check
     /// takes no lock, it runs beside the runtime calls (they are undone if it fails) and
-    /// passes before `update` is called.
+    /// passes before the permanent configuration is changed.
     fn check_and_apply_runtime<'a>(
-        &self,
+        &mut self,
         plan: &'a FirewalldPlan,
         desired: &Ruleset,
-    ) -> Result<Vec<&'a Change>> {
+    ) -> Result<Vec<&'a Change>, Stop> {
         if !self.checks_take_no_lock() {
             self.check(desired)
                 .context("nothing was written to firewalld")?;
-            return self.firewalld.apply_runtime(&plan.runtime.changes);
+            let applied = self
+                .firewalld
+                .apply_all(&plan.runtime.changes, Target::Runtime);
+            return applied.map_err(|refused| self.refusal(refused, &[]));
         }
         let (checked, applied) = std::thread::scope(|scope| {
             let check = scope.spawn(|| self.check(desired));
-            let applied = self.firewalld.apply_runtime(&plan.runtime.changes);
+            let applied = self
+                .firewalld
+                .apply_all(&plan.runtime.changes, Target::Runtime);
             (joined(check), applied)
         });
         match (checked, applied) {
-            (Ok(()), applied) => applied,
-            (Err(rejected), Ok(done)) => Err(rejected.context(
-                self.firewalld
-                    .undo_described(&done, "the runtime changes made meanwhile"),
-            )),
-            // firewalld refused a rule too, and undid what came before it.
-            (Err(rejected), Err(refused)) => Err(rejected.context(format!("{refused:#}"))),
+            (Ok(()), Ok(done)) => Ok(done),
+            (Ok(()), Err(refused)) => Err(self.refusal(refused, &[])),
+            (Err(rejected), Ok(done)) => {
+                let state = match self.firewalld.undo(
+                    &done,
+                    Target::Runtime,
+                    "the runtime changes made meanwhile",
+                ) {
+                    Ok(said) => format!("{said}, nothing is changed"),
+                    Err(said) => format!("{said}; run install again, or uninstall"),
+                };
+                Err(Stop::Failed(rejected.context(state)))
+            }
+            // firewalld refused a rule too: iptables's reason is the one to give.
+            (Err(rejected), Err(refused)) => {
+                let state = match self.refusal(refused, &[]) {
+                    Stop::Failed(error) => format!("{error:#}"),
+                    Stop::Disrupted(what) => what.describe().to_string(),
+                };
+                Err(Stop::Failed(rejected.context(state)))
+            }
+        }
+    }
+
+    /// One read, plan, apply and verify.
+    fn attempt(&mut self, desired: &Ruleset) -> Result<FirewalldPlan, Stop> {
+        let plan = self.plan(desired)?;
+        self.refuse_foreign_flush(&plan)?;
+        let writes = plan.writes();
+        if writes {
+            self.wrote = true;
+            let runtime_done = self.check_and_apply_runtime(&plan, desired)?;
+            if let Some((permanent, _)) = &plan.permanent {
+                if let Err(refused) = self
+                    .firewalld
+                    .apply_all(&permanent.changes, Target::Permanent)
+                {
+                    return Err(self.refusal(refused, &runtime_done));
+                }
+            }
+            // Without writes the plan was made from what was just read: nothing to read back.
+            self.verify(&plan)?;
+        }
+        // A reload or restart before firewalld answered our last read: what we read may
+        // already be gone.
+        if let Some(disruption) = self.disrupted() {
+            return Err(Stop::Disrupted(Disturbance::Firewalld(disruption)));
+        }
+        Ok(plan)
+    }
+
+    /// Reads both targets back: our entries must be exactly the desired ones.
+    fn verify(&mut self, plan: &FirewalldPlan) -> Result<(), Stop> {
+        let disruptions = self.disruptions.take().expect("a plan watches firewalld");
+        let read = self.firewalld.read_watched(disruptions).wait()?;
+        self.disruptions = Some(read.disruptions);
+        let same = |have: &DirectConfig| have.owned().same_entries(&plan.desired);
+        let stored = plan.permanent.is_none() || same(&read.permanent);
+        if same(&read.runtime) && stored {
+            return Ok(());
+        }
+        Err(Stop::Disrupted(match self.disrupted() {
+            Some(disruption) => Disturbance::Firewalld(disruption),
+            None => Disturbance::Changed,
+        }))
+    }
+
+    /// After a disruption: waits until firewalld runs again, and talks to whoever owns its
+    /// name now (a restart may bring another version or other settings).
+    fn reconnect(&mut self) -> Result<()> {
+        match presence_once_back(&self.firewalld.connection)? {
+            Presence::Running(firewalld) => {
+                self.firewalld = firewalld;
+                Ok(())
+            }
+            Presence::NotRunning(state) => bail!(
+                "firewalld restarted during the run and is now in state {state}: check `journalctl -u firewalld` and `firewall-cmd --check-config`; once it runs, run again"
+            ),
+            Presence::Absent => bail!(
+                "firewalld stopped during the run and did not come back within {} s; its permanent configuration may hold part of the change: run again, with firewalld running or stopped",
+                start_timeout()?.as_secs()
+            ),
         }
     }
 }
@@ -638,121 +1085,51 @@ impl Backend for FirewalldBackend {
     }
 
     fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let plan = self.plan(desired)?;
-        self.refuse_foreign_flush(&plan)?;
-        let writes =
-            !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
-        if plan.permanent_differs {
-            eprintln!("tproxy-firewalld: firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
-        }
-        let done = if writes {
-            self.check_and_apply_runtime(&plan, desired)?
-        } else {
-            Vec::new()
-        };
-        if let Some((permanent, settings)) = &plan.permanent {
-            if !permanent.is_empty() {
-                if let Err(error) = self.firewalld.update_permanent(settings) {
-                    let state = self.firewalld.undo_described(&done, "the runtime changes");
-                    return Err(error.context(state));
+        let mut disturbances: Vec<Disturbance> = Vec::new();
+        let plan = loop {
+            match self.attempt(desired) {
+                Ok(done) => break done,
+                Err(Stop::Failed(error)) => return Err(error),
+                Err(Stop::Disrupted(what)) => {
+                    disturbances.push(what);
+                    if disturbances.len() > MAX_DISRUPTIONS {
+                        bail!(
+                            "{} during the run ({} times; gave up): our entries may be partly in place; run again once firewalld is left alone",
+                            summarise(&disturbances),
+                            disturbances.len()
+                        );
+                    }
+                    notice(format!(
+                        "{} during the run; reading its configuration again",
+                        what.describe()
+                    ));
+                    self.reconnect()?;
                 }
-                self.keep_file_layout(&plan)?;
-            } else {
-                self.recover_file_layout(&plan)?;
             }
-        }
-        // Without writes the plan was made from what was just read: nothing to read back.
-        if writes {
-            self.verify(&plan)?;
+        };
+        if plan.permanent_differs {
+            notice("firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
         let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];
         if let Some((permanent, _)) = &plan.permanent {
             summary.push(format!("permanent: {}", describe(permanent)));
         }
         Ok(Outcome {
-            changed: writes,
+            changed: self.wrote,
             summary,
         })
     }
 }
 
-impl FirewalldBackend {
-    /// firewalld rewrites direct.xml in its own layout on `update`, dropping the operator's
-    /// comments and formatting. The same entries are written back in the original layout
-    /// (our entries replaced, every other byte kept); firewalld's file watcher then reads
-    /// what it already holds. direct.xml.old keeps the file as it was before the change.
-    fn keep_file_layout(&self, plan: &FirewalldPlan) -> Result<()> {
-        let Some(before) = &plan.file else {
-            return Ok(());
-        };
-        if let Some(text) = DirectFile::planned_text(Some(before), &plan.desired) {
-            // firewalld's update left the operator's file in direct.xml.old: keep it there, so
-            // a run killed at any point here can still find the layout (recover_file_layout).
-            self.file
-                .write_keeping_old(&text, None)
-                .context("firewalld stored the rules; keeping direct.xml's own layout failed")?;
+/// `firewalld reloaded, firewalld restarted`: each kind once, in the order first seen.
+fn summarise(disturbances: &[Disturbance]) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    for d in disturbances {
+        if !kinds.contains(&d.describe()) {
+            kinds.push(d.describe());
         }
-        Ok(())
     }
-
-    /// A run killed after firewalld's `update` but before [`Self::keep_file_layout`] leaves
-    /// direct.xml in firewalld's layout and the operator's file in direct.xml.old (firewalld
-    /// backs the file up before writing it); the permanent configuration is already as
-    /// desired, so no later run would call `keep_file_layout`. This finishes that run's work:
-    /// when direct.xml is exactly firewalld's rendering of its entries, direct.xml.old is not
-    /// ([`Self::lost_layout`]), and direct.xml.old with our entries replaced holds the same
-    /// entries as direct.xml, that text becomes direct.xml (and direct.xml.old stays as it
-    /// was). Only the layout changes.
-    fn recover_file_layout(&self, plan: &FirewalldPlan) -> Result<()> {
-        let (Some(current), Some(old)) = (&plan.file, &plan.lost_layout) else {
-            return Ok(());
-        };
-        let text = old.document.with_owned(&plan.desired);
-        let same = direct_xml::parse(&text)
-            .is_ok_and(|doc| same_entries(&doc.config(), &current.document.config()));
-        if text == current.text || !same {
-            return Ok(());
-        }
-        self.file
-            .write_keeping_old(&text, Some(current))
-            .context("putting back direct.xml's own layout, lost by an interrupted run, failed")
-    }
-
-    /// direct.xml.old when direct.xml is exactly firewalld's rendering of its entries and
-    /// direct.xml.old is not: the layout an interrupted run may have lost. Looked at while
-    /// firewalld answers our reads; only the files decide it.
-    fn lost_layout(&self, current: &Loaded) -> Option<Loaded> {
-        if current.text != direct_xml::render(&current.document.config()) {
-            return None;
-        }
-        let old = DirectFile::at(&self.file.old_path()).load().ok()??;
-        (old.text != direct_xml::render(&old.document.config())).then_some(old)
-    }
-
-    /// Reads both targets back: our entries must be exactly the desired ones.
-    fn verify(&self, plan: &FirewalldPlan) -> Result<()> {
-        let same = |have: &DirectConfig| same_entries(&have.owned(), &plan.desired);
-        let (runtime, permanent) = self.firewalld.read_in_background().wait()?;
-        if !same(&runtime) {
-            bail!("firewalld's runtime direct rules differ from the plan after applying it");
-        }
-        if plan.permanent.is_some() && !same(&permanent) {
-            bail!("firewalld's permanent direct rules differ from the plan after applying it");
-        }
-        Ok(())
-    }
-}
-
-/// The same entries, in whatever order.
-fn same_entries(a: &DirectConfig, b: &DirectConfig) -> bool {
-    let sorted = |c: &DirectConfig| {
-        let mut c = c.clone();
-        c.chains.sort();
-        c.rules.sort();
-        c.passthroughs.sort();
-        c
-    };
-    sorted(a) == sorted(b)
+    kinds.join(", ")
 }
 
 /// `3 added, 1 removed, 40 unchanged`.
@@ -763,4 +1140,69 @@ pub fn describe(plan: &Plan) -> String {
         plan.count(false),
         plan.unchanged
     )
+}
+
+/// Notices go to stderr, one line each.
+fn notice(message: impl fmt::Display) {
+    eprintln!("tproxy-firewalld: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct::test_entries::{chain, rule};
+
+    #[test]
+    fn foreign_additions_are_what_others_added_and_kept() {
+        let kept = rule("ipv4", "filter", "INPUT", 0, &["-j", "ACCEPT"]);
+        let undone = rule("ipv4", "filter", "INPUT", 1, &["-j", "DROP"]);
+        let ours = chain("ipv4", "nat", "KUMA_MESH_OUTBOUND");
+        let changes = vec![
+            RuntimeChange::Added(dbus::Entry::Rule(undone.clone())),
+            RuntimeChange::Added(dbus::Entry::Rule(kept.clone())),
+            RuntimeChange::Added(dbus::Entry::Chain(ours)),
+            RuntimeChange::Removed(dbus::Entry::Rule(undone)),
+        ];
+        assert_eq!(foreign_additions(changes), [Change::AddRule(kept)]);
+    }
+
+    #[test]
+    fn runtime_only_foreign_entries_are_those_not_stored() {
+        let stored = rule("ipv4", "filter", "INPUT", 0, &["-j", "ACCEPT"]);
+        let runtime_only = rule("ipv6", "filter", "INPUT", 0, &["-j", "DROP"]);
+        let runtime = DirectConfig {
+            rules: vec![stored.clone(), runtime_only],
+            ..Default::default()
+        };
+        let permanent = DirectConfig {
+            rules: vec![stored],
+            ..Default::default()
+        };
+        assert_eq!(
+            runtime_only_foreign(&runtime, &permanent),
+            ["rule ipv6 filter INPUT 0 -j DROP"]
+        );
+    }
+
+    #[test]
+    fn firewalld_leaving_the_bus_is_a_disruption_and_a_refusal_is_not() {
+        let gone = failure(
+            "reading",
+            &zbus::Error::MethodError(
+                zbus::names::OwnedErrorName::try_from("org.freedesktop.DBus.Error.NoReply")
+                    .unwrap(),
+                Some("Message recipient disconnected from message bus without replying".into()),
+                zbus::message::Message::method_call("/", "x")
+                    .unwrap()
+                    .build(&())
+                    .unwrap(),
+            ),
+        );
+        assert!(matches!(
+            Stop::from(gone),
+            Stop::Disrupted(Disturbance::Firewalld(Disruption::Restarted))
+        ));
+        let refused = anyhow!("firewalld refused `+ rule ...`: COMMAND_FAILED");
+        assert!(matches!(Stop::from(refused), Stop::Failed(_)));
+    }
 }

@@ -114,7 +114,10 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         // firewalld for the CPU while it answers.
         Target::Firewalld(firewalld) => (
             // Read after any reload above.
-            early_reading.or_else(|| plans.then(|| firewalld.read_in_background())),
+            match early_reading {
+                Some(reading) => Some(reading),
+                None => plans.then(|| firewalld.read_in_background()).transpose()?,
+            },
             detect(xtables::firewalld_mode(), false)?,
         ),
         _ => (None, detect(None, !fresh)?),

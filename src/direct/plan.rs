@@ -31,6 +31,15 @@ impl Change {
         }
     }
 
+    /// Whether the entry changed is one of ours.
+    pub fn is_owned(&self) -> bool {
+        match self {
+            Change::AddChain(c) | Change::RemoveChain(c) => c.is_owned(),
+            Change::AddRule(r) | Change::RemoveRule(r) => r.is_owned(),
+            Change::AddPassthrough(p) | Change::RemovePassthrough(p) => p.is_owned(),
+        }
+    }
+
     pub fn is_addition(&self) -> bool {
         matches!(
             self,
@@ -170,15 +179,36 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
 }
 
 impl DirectConfig {
-    /// This configuration with our entries replaced by `desired`: foreign entries keep
-    /// their order, ours follow them (chains, rules, passthroughs each in their list).
-    pub fn with_owned(&self, desired: &DirectConfig) -> DirectConfig {
-        let mut out = self.foreign();
-        out.chains.extend(desired.chains.iter().cloned());
-        out.rules.extend(desired.rules.iter().cloned());
-        out.passthroughs
-            .extend(desired.passthroughs.iter().cloned());
+    /// What firewalld holds after applying `plan` to this configuration one entry at a
+    /// time: a removal takes the entry out, an addition appends it to its list.
+    pub fn after(&self, plan: &Plan) -> DirectConfig {
+        let mut out = self.clone();
+        for change in &plan.changes {
+            match change {
+                Change::AddChain(c) => out.chains.push(c.clone()),
+                Change::RemoveChain(c) => out.chains.retain(|x| x != c),
+                Change::AddRule(r) => out.rules.push(r.clone()),
+                Change::RemoveRule(r) => out.rules.retain(|x| x != r),
+                Change::AddPassthrough(p) => out.passthroughs.push(p.clone()),
+                Change::RemovePassthrough(p) => out.passthroughs.retain(|x| x != p),
+            }
+        }
         out
+    }
+
+    /// The same entries, in whatever order and however often each appears.
+    pub fn same_entries(&self, other: &DirectConfig) -> bool {
+        let sorted = |c: &DirectConfig| {
+            let mut c = c.clone();
+            c.chains.sort();
+            c.chains.dedup();
+            c.rules.sort();
+            c.rules.dedup();
+            c.passthroughs.sort();
+            c.passthroughs.dedup();
+            c
+        };
+        sorted(self) == sorted(other)
     }
 }
 
@@ -272,15 +302,29 @@ mod tests {
     }
 
     #[test]
-    fn with_owned_keeps_foreign_entries_in_order() {
+    fn after_keeps_foreign_entries_in_place_and_appends_ours() {
         let current = config(
             &["A", "KUMA_MESH_X", "B"],
             &[rule("OUTPUT", 5, "A"), rule("KUMA_MESH_X", 0, "RETURN")],
         );
-        let desired = config(&["KUMA_MESH_Y"], &[]);
-        let merged = current.with_owned(&desired);
-        let names: Vec<&str> = merged.chains.iter().map(|c| c.chain.as_str()).collect();
+        let desired = config(&["KUMA_MESH_Y"], &[rule("KUMA_MESH_Y", 0, "RETURN")]);
+        let after = current.after(&plan(&current, &desired));
+        let names: Vec<&str> = after.chains.iter().map(|c| c.chain.as_str()).collect();
         assert_eq!(names, ["A", "B", "KUMA_MESH_Y"]);
-        assert_eq!(merged.rules, [rule("OUTPUT", 5, "A")]);
+        assert_eq!(
+            after.rules,
+            [rule("OUTPUT", 5, "A"), rule("KUMA_MESH_Y", 0, "RETURN")]
+        );
+    }
+
+    #[test]
+    fn same_entries_ignores_order_and_repeats() {
+        let a = config(
+            &["A", "B"],
+            &[rule("OUTPUT", 5, "A"), rule("OUTPUT", 5, "A")],
+        );
+        let b = config(&["B", "A"], &[rule("OUTPUT", 5, "A")]);
+        assert!(a.same_entries(&b));
+        assert!(!a.same_entries(&config(&["A"], &[rule("OUTPUT", 5, "A")])));
     }
 }

@@ -43,7 +43,7 @@ pub type WireSettings = (Vec<WireChain>, Vec<WireRule>, Vec<WirePassthrough>);
     blocking_name = "FirewallD"
 )]
 pub trait FirewallD1 {
-    #[zbus(name = "reload")]
+    #[zbus(name = "reload", no_autostart)]
     fn reload(&self) -> zbus::Result<()>;
 }
 
@@ -55,11 +55,11 @@ pub trait FirewallD1 {
     blocking_name = "RuntimeDirect"
 )]
 pub trait RuntimeDirect {
-    #[zbus(name = "addChain")]
+    #[zbus(name = "addChain", no_autostart)]
     fn add_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "removeChain")]
+    #[zbus(name = "removeChain", no_autostart)]
     fn remove_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "addRule")]
+    #[zbus(name = "addRule", no_autostart)]
     fn add_rule(
         &self,
         ipv: &str,
@@ -68,7 +68,7 @@ pub trait RuntimeDirect {
         priority: i32,
         args: &[String],
     ) -> zbus::Result<()>;
-    #[zbus(name = "removeRule")]
+    #[zbus(name = "removeRule", no_autostart)]
     fn remove_rule(
         &self,
         ipv: &str,
@@ -77,15 +77,15 @@ pub trait RuntimeDirect {
         priority: i32,
         args: &[String],
     ) -> zbus::Result<()>;
-    #[zbus(name = "addPassthrough")]
+    #[zbus(name = "addPassthrough", no_autostart)]
     fn add_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "removePassthrough")]
+    #[zbus(name = "removePassthrough", no_autostart)]
     fn remove_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "getAllChains")]
+    #[zbus(name = "getAllChains", no_autostart)]
     fn get_all_chains(&self) -> zbus::Result<Vec<WireChain>>;
-    #[zbus(name = "getAllRules")]
+    #[zbus(name = "getAllRules", no_autostart)]
     fn get_all_rules(&self) -> zbus::Result<Vec<WireRule>>;
-    #[zbus(name = "getAllPassthroughs")]
+    #[zbus(name = "getAllPassthroughs", no_autostart)]
     fn get_all_passthroughs(&self) -> zbus::Result<Vec<WirePassthrough>>;
 }
 
@@ -97,10 +97,37 @@ pub trait RuntimeDirect {
     blocking_name = "PermanentDirect"
 )]
 pub trait PermanentDirect {
-    #[zbus(name = "getSettings")]
+    // Each of these is a read-modify-write inside firewalld, which handles one call at a
+    // time: unlike a client's getSettings/update round trip, it cannot lose an entry
+    // another client writes meanwhile.
+    #[zbus(name = "addChain", no_autostart)]
+    fn add_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
+    #[zbus(name = "removeChain", no_autostart)]
+    fn remove_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
+    #[zbus(name = "addRule", no_autostart)]
+    fn add_rule(
+        &self,
+        ipv: &str,
+        table: &str,
+        chain: &str,
+        priority: i32,
+        args: &[String],
+    ) -> zbus::Result<()>;
+    #[zbus(name = "removeRule", no_autostart)]
+    fn remove_rule(
+        &self,
+        ipv: &str,
+        table: &str,
+        chain: &str,
+        priority: i32,
+        args: &[String],
+    ) -> zbus::Result<()>;
+    #[zbus(name = "addPassthrough", no_autostart)]
+    fn add_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
+    #[zbus(name = "removePassthrough", no_autostart)]
+    fn remove_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
+    #[zbus(name = "getSettings", no_autostart)]
     fn get_settings(&self) -> zbus::Result<WireSettings>;
-    #[zbus(name = "update")]
-    fn update(&self, settings: &WireSettings) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -216,6 +243,166 @@ pub fn strings(all: HashMap<String, zvariant::OwnedValue>) -> HashMap<String, St
         .collect()
 }
 
+/// How firewalld's whole configuration was replaced under a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disruption {
+    /// `Reloaded`: the runtime is the permanent configuration again (runtime-only entries
+    /// gone, unless FlushAllOnReload=no).
+    Reloaded,
+    /// Its bus name changed owner: firewalld stopped, and maybe started again from its
+    /// permanent configuration.
+    Restarted,
+}
+
+/// Signals that tell a client its view of firewalld is stale: `Reloaded`, and firewalld's
+/// bus name changing owner. zbus hands a stream every message that arrived before the reply
+/// to a later call, so once that reply is in, [`Disruptions::seen`] knows whether either
+/// happened before firewalld answered it.
+pub struct Disruptions {
+    reloads: zbus::MessageStream,
+    owners: zbus::MessageStream,
+}
+
+impl Disruptions {
+    /// Subscribes (one round trip to the bus, not to firewalld).
+    pub fn watch(connection: &Connection) -> zbus::Result<Disruptions> {
+        let reloaded = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(SERVICE)?
+            .interface(SERVICE)?
+            .member("Reloaded")?
+            .build();
+        let owner = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")?
+            .interface("org.freedesktop.DBus")?
+            .member("NameOwnerChanged")?
+            .arg(0, SERVICE)?
+            .build();
+        let connection = connection.inner();
+        let (reloads, owners) = async_io::block_on(future::zip(
+            zbus::MessageStream::for_match_rule(reloaded, connection, Some(QUEUED_SIGNALS)),
+            zbus::MessageStream::for_match_rule(owner, connection, Some(QUEUED_SIGNALS)),
+        ));
+        Ok(Disruptions {
+            reloads: reloads?,
+            owners: owners?,
+        })
+    }
+
+    /// What happened since the last look, without waiting; a restart outweighs a reload.
+    pub fn seen(&mut self) -> Option<Disruption> {
+        let restarted = drained(&mut self.owners) > 0;
+        let reloaded = drained(&mut self.reloads) > 0;
+        if restarted {
+            Some(Disruption::Restarted)
+        } else {
+            reloaded.then_some(Disruption::Reloaded)
+        }
+    }
+}
+
+/// Signals a stream may hold before zbus waits for us to take them: far more than a run
+/// ever sees.
+const QUEUED_SIGNALS: usize = 64;
+
+/// Takes every message a stream already holds; how many there were.
+fn drained(stream: &mut zbus::MessageStream) -> usize {
+    use futures_lite::StreamExt as _;
+    let mut count = 0;
+    while let Some(Some(_)) = async_io::block_on(future::poll_once(stream.next())) {
+        count += 1;
+    }
+    count
+}
+
+/// A runtime direct entry another client added or removed, from firewalld's signals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeChange {
+    Added(Entry),
+    Removed(Entry),
+}
+
+/// A runtime direct entry, as firewalld's signals carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Chain(DirectChain),
+    Rule(DirectRule),
+    Passthrough(Passthrough),
+}
+
+/// firewalld's signals for changes of its runtime direct configuration, each followed by
+/// `Reloaded` when firewalld reloads: what others changed between a read and a reload.
+pub struct RuntimeChanges {
+    stream: zbus::MessageStream,
+}
+
+impl RuntimeChanges {
+    pub fn watch(connection: &Connection) -> zbus::Result<RuntimeChanges> {
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(SERVICE)?
+            .path(PATH)?
+            .build();
+        let stream = async_io::block_on(zbus::MessageStream::for_match_rule(
+            rule,
+            connection.inner(),
+            Some(QUEUED_SIGNALS),
+        ))?;
+        Ok(RuntimeChanges { stream })
+    }
+
+    /// The changes of runtime direct entries signalled so far, up to the first `Reloaded`
+    /// (the later ones happened after it), without waiting.
+    pub fn before_reload(&mut self) -> Vec<RuntimeChange> {
+        use futures_lite::StreamExt as _;
+        let mut changes = Vec::new();
+        while let Some(Some(Ok(message))) =
+            async_io::block_on(future::poll_once(self.stream.next()))
+        {
+            let header = message.header();
+            let member = header.member().map(|m| m.as_str()).unwrap_or_default();
+            if member == "Reloaded" {
+                break;
+            }
+            if let Some(change) = runtime_change(member, &message) {
+                changes.push(change);
+            }
+        }
+        changes
+    }
+}
+
+fn runtime_change(member: &str, message: &zbus::Message) -> Option<RuntimeChange> {
+    let body = message.body();
+    let entry = match member {
+        "ChainAdded" | "ChainRemoved" => {
+            let (ipv, table, chain) = body.deserialize::<WireChain>().ok()?;
+            Entry::Chain(DirectChain { ipv, table, chain })
+        }
+        "RuleAdded" | "RuleRemoved" => {
+            let (ipv, table, chain, priority, args) = body.deserialize::<WireRule>().ok()?;
+            Entry::Rule(DirectRule {
+                ipv,
+                table,
+                chain,
+                priority,
+                args,
+            })
+        }
+        "PassthroughAdded" | "PassthroughRemoved" => {
+            let (ipv, args) = body.deserialize::<WirePassthrough>().ok()?;
+            Entry::Passthrough(Passthrough { ipv, args })
+        }
+        _ => return None,
+    };
+    Some(if member.ends_with("Added") {
+        RuntimeChange::Added(entry)
+    } else {
+        RuntimeChange::Removed(entry)
+    })
+}
+
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
 const DEFAULT_SYSTEM_BUS: &str = "/var/run/dbus/system_bus_socket";
 
@@ -266,34 +453,6 @@ fn plain_socket_path(address: &str) -> Option<&str> {
     address
         .strip_prefix("unix:path=")
         .filter(|path| !path.is_empty() && !path.contains([',', ';', '%']))
-}
-
-pub fn to_wire(config: &DirectConfig) -> WireSettings {
-    (
-        config
-            .chains
-            .iter()
-            .map(|c| (c.ipv.clone(), c.table.clone(), c.chain.clone()))
-            .collect(),
-        config
-            .rules
-            .iter()
-            .map(|r| {
-                (
-                    r.ipv.clone(),
-                    r.table.clone(),
-                    r.chain.clone(),
-                    r.priority,
-                    r.args.clone(),
-                )
-            })
-            .collect(),
-        config
-            .passthroughs
-            .iter()
-            .map(|p| (p.ipv.clone(), p.args.clone()))
-            .collect(),
-    )
 }
 
 pub fn from_wire(settings: WireSettings) -> DirectConfig {
@@ -419,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn wire_round_trip_keeps_every_field() {
+    fn from_wire_keeps_every_field() {
         let config = DirectConfig {
             chains: vec![DirectChain {
                 ipv: "eb".into(),
@@ -438,6 +597,17 @@ mod tests {
                 args: vec!["-A".into(), "INPUT".into()],
             }],
         };
-        assert_eq!(from_wire(to_wire(&config)), config);
+        let wire = (
+            vec![("eb".into(), "broute".into(), "X".into())],
+            vec![(
+                "ipv6".into(),
+                "nat".into(),
+                "OUTPUT".into(),
+                -3,
+                vec!["-j".into(), "it's".into()],
+            )],
+            vec![("ipv4".into(), vec!["-A".into(), "INPUT".into()])],
+        );
+        assert_eq!(from_wire(wire), config);
     }
 }

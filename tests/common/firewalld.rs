@@ -122,6 +122,7 @@ pub fn firewalld2_root() -> Option<PathBuf> {
 struct Programs {
     firewalld: String,
     firewall_cmd: String,
+    firewall_offline_cmd: String,
     /// `--default-config` for firewalld 2.x (its own zones, services, ...).
     default_config: Option<PathBuf>,
     python_path: Option<PathBuf>,
@@ -133,12 +134,17 @@ impl Programs {
             (Version::V2, Some(root)) => Programs {
                 firewalld: root.join("usr/sbin/firewalld").display().to_string(),
                 firewall_cmd: root.join("usr/bin/firewall-cmd").display().to_string(),
+                firewall_offline_cmd: root
+                    .join("usr/bin/firewall-offline-cmd")
+                    .display()
+                    .to_string(),
                 default_config: Some(root.join("usr/lib/firewalld")),
                 python_path: Some(root.join("usr/lib/python3/dist-packages")),
             },
             _ => Programs {
                 firewalld: "firewalld".to_string(),
                 firewall_cmd: "firewall-cmd".to_string(),
+                firewall_offline_cmd: "firewall-offline-cmd".to_string(),
                 default_config: None,
                 python_path: None,
             },
@@ -419,6 +425,28 @@ impl FirewalldSandbox {
             command.env("PYTHONPATH", path);
         }
         command
+    }
+
+    /// This flavor's `firewall-offline-cmd` (for a stopped firewalld) with `args`.
+    pub fn firewall_offline_cmd(&self, args: &[&str]) -> Output {
+        let default_config = self
+            .programs
+            .default_config
+            .as_ref()
+            .map(|dir| dir.display().to_string());
+        let mut full = vec![self.programs.firewall_offline_cmd.as_str()];
+        if let Some(dir) = &default_config {
+            full.extend(["--default-config", dir]);
+        }
+        full.extend_from_slice(args);
+        self.firewalld_command(&full)
+            .output()
+            .expect("run firewall-offline-cmd")
+    }
+
+    /// Whether firewalld runs (started by the harness and not stopped since).
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_some()
     }
 
     /// The `firewall-cmd` of this flavor (a path for firewalld 2.x).
