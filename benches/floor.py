@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """The floor for an install through firewalld: exactly the necessary D-Bus calls from one
-connection (firewalld has no batch call: one runtime call per chain and rule, then one
-permanent getSettings/update). `dump FILE` writes the runtime direct entries of ours as
-JSON; `apply FILE` makes those calls for them."""
+connection. firewalld has no batch call: one runtime call per chain and rule, then one
+permanent call per chain and rule (`apply FILE`), each a read-modify-write inside firewalld
+that cannot lose another client's entry. `apply-update FILE` changes the permanent
+configuration the old way instead, with one getSettings/update round trip: fewer calls, but
+every entry another client adds between the two is lost. `dump FILE` writes the runtime
+direct entries of ours as JSON."""
 
 import json
 import sys
@@ -37,11 +40,14 @@ def main():
         return
     with open(path) as f:
         entries = json.load(f)
-    for ipv, table, chain in entries["chains"]:
-        runtime.addChain(ipv, table, chain)
-    for ipv, table, chain, priority, args in entries["rules"]:
-        runtime.addRule(ipv, table, chain, dbus.Int32(priority), dbus.Array(args, signature="s"))
     permanent = dbus.Interface(bus.get_object(NAME, PATH + "/config"), NAME + ".config.direct")
+    for direct in [runtime, permanent] if mode == "apply" else [runtime]:
+        for ipv, table, chain in entries["chains"]:
+            direct.addChain(ipv, table, chain)
+        for ipv, table, chain, priority, args in entries["rules"]:
+            direct.addRule(ipv, table, chain, dbus.Int32(priority), dbus.Array(args, signature="s"))
+    if mode == "apply":
+        return
     chains, rules, passthroughs = permanent.getSettings()
     chains = list(chains) + [tuple(c) for c in entries["chains"]]
     rules = list(rules) + [
