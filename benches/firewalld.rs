@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, FirewalldSandbox};
 use common::Sandbox;
-use tproxy_firewalld::format::direct_xml::join_args;
+use tproxy_firewalld::quoting::join_args;
 
 const REPS: usize = 11;
 /// Rows 6a and 6b are short and close: more runs.

@@ -12,4 +12,5 @@ pub mod direct;
 pub mod format;
 pub mod host;
 pub mod lock;
+pub mod quoting;
 pub mod ruleset;

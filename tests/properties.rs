@@ -27,7 +27,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use tproxy_firewalld::direct::{self, Change, DirectChain, DirectConfig, DirectRule, Passthrough};
-use tproxy_firewalld::format::direct_xml::{self, join_args, parse, render, split_args};
+use tproxy_firewalld::format::direct_xml::{self, parse, render};
+use tproxy_firewalld::quoting::{join_args, split_args};
 use tproxy_firewalld::ruleset::{
     is_owned_chain, Arg, Family, FamilyRules, Position, Rule, Ruleset, Table, TableName,
     COMMENT_PREFIX,

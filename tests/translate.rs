@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use common::firewalld::{with_firewalld, BACKENDS};
 use common::{expected, ours, Sandbox, BIN, DRY_RUN_SETS as SETS};
 use tproxy_firewalld::format::direct_xml;
-use tproxy_firewalld::format::restore::quote;
+use tproxy_firewalld::quoting::restore_quote;
 
 /// The flags of tests/expected/dry-run/dualstack-redirect-dns.txt (both families, `-I`).
 const DUALSTACK: &[&str] = &[
@@ -397,7 +397,7 @@ fn restore_text(entries: &[Entry], ipv: &str) -> String {
                 .as_ref()
                 .unwrap()
                 .iter()
-                .map(|a| quote(a))
+                .map(|a| restore_quote(a))
                 .collect();
             text.push_str(&format!(
                 "-A {} {}\n",

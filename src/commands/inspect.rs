@@ -32,8 +32,9 @@ use crate::backend::firewalld::{self, Presence};
 use crate::backend::xtables::{Mode, Xtables};
 use crate::cli::{InspectArgs, InspectSource, OutputFormat};
 use crate::direct::{self, DirectConfig, Subject};
-use crate::format::direct_xml::{self, join_args, Entry};
+use crate::format::direct_xml::{self, Entry};
 use crate::host;
+use crate::quoting::join_args;
 use crate::ruleset::Family;
 
 pub fn run(args: &InspectArgs) -> Result<u8> {

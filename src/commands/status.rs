@@ -18,8 +18,8 @@ use crate::backend::xtables::Xtables;
 use crate::cli::{OutputFormat, StatusArgs, EXIT_DRIFT};
 use crate::config::ExecutablePaths;
 use crate::direct::{self, DirectConfig};
-use crate::format::direct_xml::join_args;
 use crate::format::restore;
+use crate::quoting::join_args;
 use crate::ruleset::{is_owned_chain, TableName, COMMENT_PREFIX};
 
 /// Entries with how often each occurs (a rule may legitimately appear twice).

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::hash::Hash;
 
 use super::{tables_of, DirectConfig, DirectRule, Passthrough};
-use crate::format::restore::quote;
+use crate::quoting::restore_quote;
 
 /// An entry of a [`DirectConfig`]: its list and index there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -696,7 +696,7 @@ pub fn restore_check(
         }
         table_of(&mut tables, &c.table)
             .1
-            .push(format!(":{} - [0:0]", quote(&c.chain)));
+            .push(format!(":{} - [0:0]", restore_quote(&c.chain)));
         declared.insert((c.table.clone(), c.chain.clone()));
     }
     for chain in kernel_order(config) {
@@ -710,10 +710,10 @@ pub fn restore_check(
             if !usable || skip.contains(&Subject::Rule(i)) {
                 continue;
             }
-            let mut line = format!("-A {}", quote(&chain.chain));
+            let mut line = format!("-A {}", restore_quote(&chain.chain));
             for arg in &config.rules[i].args {
                 line.push(' ');
-                line.push_str(&quote(arg));
+                line.push_str(&restore_quote(arg));
             }
             table_of(&mut tables, &chain.table)
                 .2
@@ -736,9 +736,9 @@ pub fn restore_check(
         }
         let table = table_of(&mut tables, command.table);
         match (command.creates, command.chain, args.len()) {
-            (true, Some(chain), 2) => table.1.push(format!(":{} - [0:0]", quote(chain))),
+            (true, Some(chain), 2) => table.1.push(format!(":{} - [0:0]", restore_quote(chain))),
             _ => {
-                let line: Vec<String> = args.iter().map(|a| quote(a)).collect();
+                let line: Vec<String> = args.iter().map(|a| restore_quote(a)).collect();
                 table.2.push((Subject::Passthrough(i), line.join(" ")));
             }
         }

@@ -62,13 +62,13 @@ impl fmt::Display for Change {
                 r.table,
                 r.chain,
                 r.priority,
-                crate::format::direct_xml::join_args(&r.args)
+                crate::quoting::join_args(&r.args)
             ),
             Change::AddPassthrough(p) | Change::RemovePassthrough(p) => write!(
                 f,
                 "{sign} passthrough {} {}",
                 p.ipv,
-                crate::format::direct_xml::join_args(&p.args)
+                crate::quoting::join_args(&p.args)
             ),
         }
     }

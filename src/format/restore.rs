@@ -3,8 +3,7 @@
 //! restore text (kumactl's dry run, plain or `--verbose`, or `iptables-save` output) into
 //! per-family tables of chain declarations and ordered rule operations ([`parse_restore`]).
 
-use std::fmt::Write as _;
-
+use crate::quoting::restore_quote;
 use crate::ruleset::{Family, FamilyRules, Position, Rule, Ruleset, Table};
 
 /// The whole ruleset as kumactl's dry run prints it: `### IPv4 ###`, a blank line, the
@@ -70,35 +69,9 @@ pub fn rule_line(rule: &Rule, verbose: bool) -> String {
     };
     for arg in rule.spec(verbose) {
         line.push(' ');
-        line.push_str(&quote(&arg));
+        line.push_str(&restore_quote(&arg));
     }
     line
-}
-
-/// Quotes an argument for iptables-restore's tokenizer the way kumactl does (Go's `%q`)
-/// when it holds anything but plain characters.
-pub fn quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '#'));
-    if plain {
-        return arg.to_string();
-    }
-    let mut out = String::with_capacity(arg.len() + 2);
-    out.push('"');
-    for c in arg.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// One table of `iptables-save` output.
@@ -561,15 +534,6 @@ pub fn split_restore_args(line: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn quoting_matches_go_percent_q_for_our_comments() {
-        assert_eq!(quote("RETURN"), "RETURN");
-        assert_eq!(quote("a b"), "\"a b\"");
-        assert_eq!(quote("envoy's port"), "\"envoy's port\"");
-        assert_eq!(quote("say \"hi\""), "\"say \\\"hi\\\"\"");
-        assert_eq!(quote(""), "\"\"");
-    }
-
     type Op = (String, Position, Vec<String>);
     /// (family, table, declared chains, operations) of one block.
     type Summary<'a> = (Family, &'a str, Vec<String>, Vec<Op>);
@@ -621,7 +585,11 @@ mod tests {
             "#x",
             "it's",
         ] {
-            assert_eq!(split_restore_args(&quote(arg)).unwrap(), [arg], "{arg:?}");
+            assert_eq!(
+                split_restore_args(&restore_quote(arg)).unwrap(),
+                [arg],
+                "{arg:?}"
+            );
         }
     }
 
