@@ -14,3 +14,4 @@ pub mod host;
 pub mod lock;
 pub mod quoting;
 pub mod ruleset;
+pub mod system;

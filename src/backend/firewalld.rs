@@ -23,7 +23,7 @@ use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::commands::BadInput;
 use crate::direct::{self, plan, Change, DirectConfig, Plan};
-use crate::format::dbus::{
+use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
@@ -63,7 +63,7 @@ pub struct Bus {
 /// none. Whether firewalld is on it, [`Asked::presence`] finds out.
 pub fn connect() -> Result<Option<Bus>> {
     let patience = start_timeout()?;
-    let connection = dbus::system_bus(patience).map_err(|e| {
+    let connection = bus::system_bus(patience).map_err(|e| {
         anyhow!("{e}; is dbus-daemon stuck? Run again once it answers, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed")
     })?;
     Ok(connection.map(|connection| Bus { connection }))
@@ -84,15 +84,15 @@ fn start_timeout() -> Result<Duration> {
 
 impl Bus {
     /// Asks firewalld for its state and settings, without waiting for the answers: the calls
-    /// sent after these queue behind them (see [`dbus::Sent`]), so the answers that decide
+    /// sent after these queue behind them (see [`bus::Sent`]), so the answers that decide
     /// what to do come first.
     pub fn ask(self) -> Result<Asked> {
         let sent = || -> zbus::Result<Asked> {
             Ok(Asked {
-                main: dbus::get_all(&self.connection, dbus::PATH, dbus::SERVICE)?,
-                settings: dbus::get_all(
+                main: bus::get_all(&self.connection, bus::PATH, bus::SERVICE)?,
+                settings: bus::get_all(
                     &self.connection,
-                    dbus::CONFIG_PATH,
+                    bus::CONFIG_PATH,
                     "org.fedoraproject.FirewallD1.config",
                 )?,
                 connection: self.connection.clone(),
@@ -107,8 +107,8 @@ type Properties = HashMap<String, zbus::zvariant::OwnedValue>;
 /// firewalld's state and settings, asked for (see [`Bus::ask`]).
 pub struct Asked {
     connection: Connection,
-    main: dbus::Sent<Properties>,
-    settings: dbus::Sent<Properties>,
+    main: bus::Sent<Properties>,
+    settings: bus::Sent<Properties>,
 }
 
 impl Asked {
@@ -119,8 +119,8 @@ impl Asked {
     pub fn read_in_background(&self) -> Result<Reading> {
         let proxies = || -> zbus::Result<(RuntimeDirect<'static>, PermanentDirect<'static>)> {
             Ok((
-                dbus::uncached(&self.connection)?,
-                dbus::uncached(&self.connection)?,
+                bus::uncached(&self.connection)?,
+                bus::uncached(&self.connection)?,
             ))
         };
         let (runtime, permanent) =
@@ -143,7 +143,7 @@ impl Asked {
     fn answers(mut self) -> Result<Presence> {
         let timeout = start_timeout()?;
         let main = match main_properties_once_started(&mut self.main, timeout)? {
-            Some(main) => dbus::strings(main),
+            Some(main) => bus::strings(main),
             None => return Ok(Presence::Absent),
         };
         let state = main.get("state").cloned().unwrap_or_default();
@@ -153,16 +153,16 @@ impl Asked {
         let mut config = self
             .settings
             .answer()
-            .map(dbus::strings)
+            .map(bus::strings)
             .map_err(|e| failure("reading firewalld's settings", &e))?;
         let connection = self.connection;
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
                 connection: connection.clone(),
-                firewalld: dbus::uncached(&connection)?,
-                runtime: dbus::uncached(&connection)?,
-                permanent: dbus::uncached(&connection)?,
-                settings: dbus::uncached(&connection)?,
+                firewalld: bus::uncached(&connection)?,
+                runtime: bus::uncached(&connection)?,
+                permanent: bus::uncached(&connection)?,
+                settings: bus::uncached(&connection)?,
                 version: main.get("version").cloned().unwrap_or_default(),
                 firewall_backend: config.remove("FirewallBackend").unwrap_or_default(),
                 rfc3964_ipv4: config.remove("RFC3964_IPv4"),
@@ -218,7 +218,7 @@ const PATIENCE: Duration = Duration::from_secs(1);
 /// service as started once it owns its name, so a unit ordered after firewalld.service can
 /// land in that window: there, we wait (saying so) instead of hanging silently or failing.
 fn main_properties_once_started(
-    main: &mut dbus::Sent<Properties>,
+    main: &mut bus::Sent<Properties>,
     timeout: Duration,
 ) -> Result<Option<Properties>> {
     let answer = match main.answer_within(PATIENCE) {
@@ -239,7 +239,7 @@ fn main_properties_once_started(
     };
     match answer {
         Ok(main) => Ok(Some(main)),
-        Err(error) if dbus::is_unowned_name(&error) => Ok(None),
+        Err(error) if bus::is_unowned_name(&error) => Ok(None),
         Err(error) => Err(failure("reading firewalld's state", &error)),
     }
 }
@@ -290,24 +290,24 @@ fn is_gone(error: &anyhow::Error) -> bool {
 
 /// The three runtime lists, asked for: firewalld has no call that returns them together.
 struct RuntimeReading {
-    chains: dbus::Sent<Vec<WireChain>>,
-    rules: dbus::Sent<Vec<WireRule>>,
-    passthroughs: dbus::Sent<Vec<WirePassthrough>>,
+    chains: bus::Sent<Vec<WireChain>>,
+    rules: bus::Sent<Vec<WireRule>>,
+    passthroughs: bus::Sent<Vec<WirePassthrough>>,
 }
 
 impl RuntimeReading {
     fn send(runtime: &RuntimeDirect<'static>) -> Self {
         let proxy = runtime.inner();
         RuntimeReading {
-            chains: dbus::Sent::call(proxy, "getAllChains", ()),
-            rules: dbus::Sent::call(proxy, "getAllRules", ()),
-            passthroughs: dbus::Sent::call(proxy, "getAllPassthroughs", ()),
+            chains: bus::Sent::call(proxy, "getAllChains", ()),
+            rules: bus::Sent::call(proxy, "getAllRules", ()),
+            passthroughs: bus::Sent::call(proxy, "getAllPassthroughs", ()),
         }
     }
 
     fn answer(self) -> Result<DirectConfig> {
         let answers = || -> zbus::Result<DirectConfig> {
-            Ok(dbus::from_wire((
+            Ok(bus::from_wire((
                 self.chains.answer()?,
                 self.rules.answer()?,
                 self.passthroughs.answer()?,
@@ -317,13 +317,13 @@ impl RuntimeReading {
     }
 }
 
-fn send_permanent_read(permanent: &PermanentDirect<'static>) -> dbus::Sent<WireSettings> {
-    dbus::Sent::call(permanent.inner(), "getSettings", ())
+fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Sent<WireSettings> {
+    bus::Sent::call(permanent.inner(), "getSettings", ())
 }
 
-fn permanent_answer(sent: dbus::Sent<WireSettings>) -> Result<DirectConfig> {
+fn permanent_answer(sent: bus::Sent<WireSettings>) -> Result<DirectConfig> {
     sent.answer()
-        .map(dbus::from_wire)
+        .map(bus::from_wire)
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
 }
 
@@ -331,7 +331,7 @@ fn permanent_answer(sent: dbus::Sent<WireSettings>) -> Result<DirectConfig> {
 /// whatever replaces them under us from then on.
 pub struct Reading {
     runtime: RuntimeReading,
-    permanent: dbus::Sent<WireSettings>,
+    permanent: bus::Sent<WireSettings>,
     disruptions: Disruptions,
 }
 
@@ -571,11 +571,11 @@ fn foreign_additions(changes: Vec<RuntimeChange>) -> Vec<Change> {
 }
 
 /// The change that adds `entry`.
-fn addition(entry: dbus::Entry) -> Change {
+fn addition(entry: bus::Entry) -> Change {
     match entry {
-        dbus::Entry::Chain(c) => Change::AddChain(c),
-        dbus::Entry::Rule(r) => Change::AddRule(r),
-        dbus::Entry::Passthrough(p) => Change::AddPassthrough(p),
+        bus::Entry::Chain(c) => Change::AddChain(c),
+        bus::Entry::Rule(r) => Change::AddRule(r),
+        bus::Entry::Passthrough(p) => Change::AddPassthrough(p),
     }
 }
 
@@ -1158,10 +1158,10 @@ mod tests {
         let undone = rule("ipv4", "filter", "INPUT", 1, &["-j", "DROP"]);
         let ours = chain("ipv4", "nat", "KUMA_MESH_OUTBOUND");
         let changes = vec![
-            RuntimeChange::Added(dbus::Entry::Rule(undone.clone())),
-            RuntimeChange::Added(dbus::Entry::Rule(kept.clone())),
-            RuntimeChange::Added(dbus::Entry::Chain(ours)),
-            RuntimeChange::Removed(dbus::Entry::Rule(undone)),
+            RuntimeChange::Added(bus::Entry::Rule(undone.clone())),
+            RuntimeChange::Added(bus::Entry::Rule(kept.clone())),
+            RuntimeChange::Added(bus::Entry::Chain(ours)),
+            RuntimeChange::Removed(bus::Entry::Rule(undone)),
         ];
         assert_eq!(foreign_additions(changes), [Change::AddRule(kept)]);
     }

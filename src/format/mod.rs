@@ -1,7 +1,6 @@
 //! Formats (text, and the few binary messages we exchange), each knowing nothing of the CLI
 //! or of how it is applied.
 
-pub mod dbus;
 pub mod direct_json;
 pub mod direct_xml;
 pub mod firewalld_conf;

@@ -1,5 +1,7 @@
-//! firewalld's D-Bus interface as far as we use it: the proxies, the wire shape of direct
-//! settings, and firewalld's errors. It knows nothing of plans or the CLI.
+//! firewalld's D-Bus interface as far as we use it: the connection to the system bus, the
+//! proxies, calls sent ahead of their answers, the signals that say firewalld's state was
+//! replaced, the wire shape of direct settings, and firewalld's errors. It knows nothing of
+//! plans or the CLI.
 //!
 //! zbus 5 with its blocking API: the calls that change firewalld go one at a time, each
 //! answer deciding the next, and the tool has no other use for an async runtime. Only the
@@ -163,6 +165,11 @@ where
 /// run sends every call it knows it needs at once, in the order it needs the answers, from
 /// one thread: firewalld is never idle waiting for our next call, and the first answers are
 /// worked on while firewalld prepares the others.
+///
+/// The call goes on the wire at the first poll of zbus's call future, which writes the
+/// message before it waits for the reply. That is how zbus 5 works rather than something it
+/// promises; were it to change, each call would go out when its answer is waited for:
+/// slower, but the same answers.
 pub struct Sent<T> {
     // In a Mutex only to be Sync (the future is not), so that what holds it can be shared
     // between threads; it is only ever used through `&mut self` or `self`.

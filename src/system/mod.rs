@@ -1,0 +1,4 @@
+//! The system layer: everything that talks to the world outside the process (the system bus,
+//! netlink, other programs, files). The layers above decide; this one carries it out.
+
+pub mod bus;
