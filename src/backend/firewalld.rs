@@ -22,7 +22,9 @@ use super::iptables::plan_family;
 use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
 use crate::commands::BadInput;
-use crate::direct::{self, plan, Change, DirectConfig, Plan};
+use crate::direct::{
+    self, plan, Change, DirectChain, DirectConfig, DirectRule, Passthrough, Plan,
+};
 use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
@@ -453,65 +455,65 @@ impl Firewalld {
         Ok(())
     }
 
-    fn apply(&self, change: &Change, target: Target) -> zbus::Result<()> {
-        match target {
-            Target::Runtime => {
-                let r = &self.runtime;
-                match change {
-                    Change::AddChain(c) => r.add_chain(&c.ipv, &c.table, &c.chain),
-                    Change::RemoveChain(c) => r.remove_chain(&c.ipv, &c.table, &c.chain),
-                    Change::AddRule(x) => {
-                        r.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
-                    }
-                    Change::RemoveRule(x) => {
-                        r.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
-                    }
-                    Change::AddPassthrough(p) => r.add_passthrough(&p.ipv, &p.args),
-                    Change::RemovePassthrough(p) => r.remove_passthrough(&p.ipv, &p.args),
-                }
-            }
-            Target::Permanent => {
-                let p = &self.permanent;
-                match change {
-                    Change::AddChain(c) => p.add_chain(&c.ipv, &c.table, &c.chain),
-                    Change::RemoveChain(c) => p.remove_chain(&c.ipv, &c.table, &c.chain),
-                    Change::AddRule(x) => {
-                        p.add_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
-                    }
-                    Change::RemoveRule(x) => {
-                        p.remove_rule(&x.ipv, &x.table, &x.chain, x.priority, &x.args)
-                    }
-                    Change::AddPassthrough(x) => p.add_passthrough(&x.ipv, &x.args),
-                    Change::RemovePassthrough(x) => p.remove_passthrough(&x.ipv, &x.args),
-                }
+    /// Sends the call that makes `change` in `target`; its answer is collected later.
+    fn send(&self, change: &Change, target: Target) -> bus::Sent<()> {
+        let proxy = match target {
+            Target::Runtime => self.runtime.inner(),
+            Target::Permanent => self.permanent.inner(),
+        };
+        let chain = |c: &DirectChain| (c.ipv.clone(), c.table.clone(), c.chain.clone());
+        let rule = |r: &DirectRule| {
+            let (ipv, table, chain) = (r.ipv.clone(), r.table.clone(), r.chain.clone());
+            (ipv, table, chain, r.priority, r.args.clone())
+        };
+        let passthrough = |p: &Passthrough| (p.ipv.clone(), p.args.clone());
+        match change {
+            Change::AddChain(c) => bus::Sent::call(proxy, "addChain", chain(c)),
+            Change::RemoveChain(c) => bus::Sent::call(proxy, "removeChain", chain(c)),
+            Change::AddRule(r) => bus::Sent::call(proxy, "addRule", rule(r)),
+            Change::RemoveRule(r) => bus::Sent::call(proxy, "removeRule", rule(r)),
+            Change::AddPassthrough(p) => bus::Sent::call(proxy, "addPassthrough", passthrough(p)),
+            Change::RemovePassthrough(p) => {
+                bus::Sent::call(proxy, "removePassthrough", passthrough(p))
             }
         }
     }
 
-    /// Applies `changes` to `target` in order and returns those it made (not those
-    /// firewalld already had). On a refusal the changes made are returned with it, not
-    /// undone: what to do about them depends on why firewalld refused.
+    fn apply(&self, change: &Change, target: Target) -> zbus::Result<()> {
+        self.send(change, target).answer()
+    }
+
+    /// Makes `changes` in `target` and returns those it made (not those firewalld already
+    /// had). The calls all go out at once, in order: firewalld handles them one after the
+    /// other without waiting for us in between. On a refusal every change made (before the
+    /// refused one and after it) is returned with it, not undone: what to do about them
+    /// depends on why firewalld refused.
     fn apply_all<'a>(
         &self,
         changes: &'a [Change],
         target: Target,
     ) -> Result<Vec<&'a Change>, Refused<'a>> {
+        let sent: Vec<bus::Sent<()>> = changes.iter().map(|c| self.send(c, target)).collect();
         let mut done: Vec<&Change> = Vec::new();
-        for change in changes {
-            match self.apply(change, target) {
+        let mut refused = None;
+        for (change, sent) in changes.iter().zip(sent) {
+            match sent.answer() {
                 Ok(()) => done.push(change),
                 Err(e) if already_done(change, &e) => {}
                 Err(error) => {
-                    return Err(Refused {
-                        done,
-                        change,
-                        failure: Failure::from(&error),
-                        target,
-                    })
+                    refused.get_or_insert((change, Failure::from(&error)));
                 }
             }
         }
-        Ok(done)
+        match refused {
+            None => Ok(done),
+            Some((change, failure)) => Err(Refused {
+                done,
+                change,
+                failure,
+                target,
+            }),
+        }
     }
 
     /// Reverts `done` in `target`, in reverse order, and says how that went, naming the
@@ -606,7 +608,7 @@ impl Target {
     }
 }
 
-/// firewalld refused `change`; `done` are the changes made before it.
+/// firewalld refused `change` (the first change it refused); `done` are the changes it made.
 struct Refused<'a> {
     done: Vec<&'a Change>,
     change: &'a Change,
@@ -938,7 +940,7 @@ impl FirewalldBackend {
             match self.firewalld.undo(
                 done,
                 target,
-                &format!("the {} change(s) before it ({})", done.len(), target.name()),
+                &format!("the {} other change(s) ({})", done.len(), target.name()),
             ) {
                 Ok(said) => state.push(said),
                 Err(said) => {

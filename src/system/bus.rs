@@ -57,38 +57,8 @@ pub trait FirewallD1 {
     blocking_name = "RuntimeDirect"
 )]
 pub trait RuntimeDirect {
-    #[zbus(name = "addChain", no_autostart)]
-    fn add_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "removeChain", no_autostart)]
-    fn remove_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "addRule", no_autostart)]
-    fn add_rule(
-        &self,
-        ipv: &str,
-        table: &str,
-        chain: &str,
-        priority: i32,
-        args: &[String],
-    ) -> zbus::Result<()>;
-    #[zbus(name = "removeRule", no_autostart)]
-    fn remove_rule(
-        &self,
-        ipv: &str,
-        table: &str,
-        chain: &str,
-        priority: i32,
-        args: &[String],
-    ) -> zbus::Result<()>;
-    #[zbus(name = "addPassthrough", no_autostart)]
-    fn add_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "removePassthrough", no_autostart)]
-    fn remove_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "getAllChains", no_autostart)]
-    fn get_all_chains(&self) -> zbus::Result<Vec<WireChain>>;
-    #[zbus(name = "getAllRules", no_autostart)]
-    fn get_all_rules(&self) -> zbus::Result<Vec<WireRule>>;
-    #[zbus(name = "getAllPassthroughs", no_autostart)]
-    fn get_all_passthroughs(&self) -> zbus::Result<Vec<WirePassthrough>>;
+    // Its calls (getAllRules, addRule, …) are sent by name ahead of their answers:
+    // `Sent::call`.
 }
 
 #[zbus::proxy(
@@ -99,37 +69,10 @@ pub trait RuntimeDirect {
     blocking_name = "PermanentDirect"
 )]
 pub trait PermanentDirect {
-    // Each of these is a read-modify-write inside firewalld, which handles one call at a
-    // time: unlike a client's getSettings/update round trip, it cannot lose an entry
-    // another client writes meanwhile.
-    #[zbus(name = "addChain", no_autostart)]
-    fn add_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "removeChain", no_autostart)]
-    fn remove_chain(&self, ipv: &str, table: &str, chain: &str) -> zbus::Result<()>;
-    #[zbus(name = "addRule", no_autostart)]
-    fn add_rule(
-        &self,
-        ipv: &str,
-        table: &str,
-        chain: &str,
-        priority: i32,
-        args: &[String],
-    ) -> zbus::Result<()>;
-    #[zbus(name = "removeRule", no_autostart)]
-    fn remove_rule(
-        &self,
-        ipv: &str,
-        table: &str,
-        chain: &str,
-        priority: i32,
-        args: &[String],
-    ) -> zbus::Result<()>;
-    #[zbus(name = "addPassthrough", no_autostart)]
-    fn add_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "removePassthrough", no_autostart)]
-    fn remove_passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<()>;
-    #[zbus(name = "getSettings", no_autostart)]
-    fn get_settings(&self) -> zbus::Result<WireSettings>;
+    // Its calls are sent by name too. Changes go through its per-entry methods (addRule,
+    // …), each a read-modify-write inside firewalld, which handles one call at a time:
+    // unlike a client's getSettings/update round trip, they cannot lose an entry another
+    // client writes meanwhile.
 }
 
 #[zbus::proxy(
