@@ -642,7 +642,8 @@ impl Backend for FirewalldBackend {
         self.refuse_foreign_flush(&plan)?;
         let writes =
             !plan.runtime.is_empty() || plan.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty());
-        if plan.permanent_differs {
+        // Uninstall --keep-permanent leaves them on purpose and says so itself.
+        if plan.permanent_differs && !plan.desired.is_empty() {
             eprintln!("tproxy-firewalld: firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
         let done = if writes {
