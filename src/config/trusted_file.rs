@@ -27,14 +27,14 @@ pub fn open(path: &Path) -> Result<File, String> {
     }
     if opened.uid() != 0 {
         return Err(format!(
-            "owned by UID {}, not root, and a run that changes the firewall as root reads only files only root can change: chown root {}",
+            "owned by UID {}, and root changes the firewall only from a config no other user can change: chown root {}",
             opened.uid(),
             path.display()
         ));
     }
     if opened.mode() & GROUP_OR_WORLD_WRITABLE != 0 {
         return Err(format!(
-            "group- or world-writable (mode {:04o}), and a run that changes the firewall as root reads only files only root can change: chmod go-w {}",
+            "group- or world-writable (mode {:04o}), and root changes the firewall only from a config no other user can change: chmod go-w {}",
             opened.mode() & 0o7777,
             path.display()
         ));
