@@ -235,3 +235,43 @@ fn boot_through_firewalld_makes_no_write_call() {
         );
     }
 }
+
+/// A shutdown with firewalld installed but stopped: ExecStart wrote direct.xml and applied
+/// the rules with iptables; ExecStop takes them out of iptables and leaves direct.xml, from
+/// which firewalld applies them when it starts.
+#[test]
+fn stop_with_firewalld_stopped_keeps_direct_xml() {
+    let Some(host) = common::sandbox_with(
+        "stop_with_firewalld_stopped_keeps_direct_xml",
+        &["firewalld"],
+    ) else {
+        return;
+    };
+    let unit = Unit::packaged(UNIT);
+    let config = packaged_config();
+    host.overlay(
+        "/usr/bin",
+        &[("tproxy-firewalld", Layer::Bind(Path::new(BIN)))],
+    );
+    host.overlay(
+        "/etc",
+        &[("tproxy-firewalld/config.yaml", Layer::Text(&config))],
+    );
+    exec_ok(&host, &unit, "ExecStart");
+    let direct_xml = host.firewalld_dir().join("direct.xml");
+    let written = std::fs::read(&direct_xml).expect("ExecStart wrote direct.xml");
+    assert!(host.save("iptables-save").contains("KUMA_MESH"));
+
+    let stopped = exec_ok(&host, &unit, "ExecStop");
+    let said = String::from_utf8_lossy(&stopped.stderr);
+    assert!(said.contains("entries of ours in firewalld's permanent"), "{said}");
+    assert!(
+        !host.save("iptables-save").contains("KUMA_MESH"),
+        "ExecStop left rules"
+    );
+    assert_eq!(
+        std::fs::read(&direct_xml).unwrap(),
+        written,
+        "ExecStop changed direct.xml"
+    );
+}

@@ -53,11 +53,12 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
                 return Ok(());
             }
             let outcome = backend.converge(&nothing)?;
-            if args.keep_permanent {
-                report_kept(
-                    &backend.firewalld().permanent_config()?,
-                    "at its next start or reload",
-                );
+            // The removal is done; a permanent configuration that cannot be read now only
+            // goes without its notice.
+            if let (true, Ok(permanent)) =
+                (args.keep_permanent, backend.firewalld().permanent_config())
+            {
+                report_kept(&permanent, "at its next start or reload");
             }
             (backend.name(), outcome)
         }
@@ -85,7 +86,7 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
             let outcome = backend.converge(&nothing)?;
             if args.keep_permanent {
                 let file = DirectFile::in_dir(&args.firewalld.firewalld_config_dir);
-                if let Some(loaded) = file.load()? {
+                if let Ok(Some(loaded)) = file.load() {
                     report_kept(&loaded.document.config(), "when it starts");
                 }
             }
