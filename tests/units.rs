@@ -264,7 +264,10 @@ fn stop_with_firewalld_stopped_keeps_direct_xml() {
 
     let stopped = exec_ok(&host, &unit, "ExecStop");
     let said = String::from_utf8_lossy(&stopped.stderr);
-    assert!(said.contains("entries of ours in firewalld's permanent"), "{said}");
+    assert!(
+        said.contains("entries of ours in firewalld's permanent"),
+        "{said}"
+    );
     assert!(
         !host.save("iptables-save").contains("KUMA_MESH"),
         "ExecStop left rules"
