@@ -16,8 +16,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, BACKENDS};
-use common::unit::{exec_ok, Unit};
-use common::{namespaces_available, Layer, Sandbox, APP_UID, BIN, KUMA_DP_UID};
+use common::unit::{exec_ok, lay_out_package, Unit};
+use common::{namespaces_available, Sandbox, APP_UID, KUMA_DP_UID};
 
 const ROLE: &str = "TPROXY_ROLE";
 
@@ -285,21 +285,7 @@ fn unit_redirects_again_after_a_reboot_without_firewalld() {
     let host = Sandbox::new();
     let (remote, helper) = remote_for(&host);
     let unit = Unit::packaged("tproxy-firewalld.service");
-    let config = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.yaml"),
-    )
-    .unwrap();
-    host.overlay(
-        "/usr/bin",
-        &[("tproxy-firewalld", Layer::Bind(Path::new(BIN)))],
-    );
-    host.overlay(
-        "/etc",
-        &[
-            ("tproxy-firewalld/config.yaml", Layer::Text(&config)),
-            ("firewalld", Layer::Hidden),
-        ],
-    );
+    lay_out_package(&host, true);
     let ours = |host: &Sandbox| {
         let (ipv4, ipv6) = host.saves();
         (ipv4.contains("KUMA_MESH"), ipv6.contains("KUMA_MESH"))

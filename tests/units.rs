@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::firewalld::{with_firewalld, BACKENDS};
-use common::unit::{exec_ok, Unit};
-use common::{tool_for_part, Layer, BIN};
+use common::unit::{exec_ok, lay_out_package, packaged_config, Unit};
+use common::{tool_for_part, BIN};
 
 const UNIT: &str = "tproxy-firewalld.service";
 const DROP_IN: &str = "kuma-dp.service.d/tproxy-firewalld.conf";
@@ -20,11 +20,6 @@ const HOST_UNITS: &str = "/usr/lib/systemd/system";
 
 fn checkout(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The shipped configuration, /etc/tproxy-firewalld/config.yaml of the packages.
-fn packaged_config() -> String {
-    std::fs::read_to_string(checkout("packaging/config.yaml")).unwrap()
 }
 
 fn run(command: &mut Command) -> (bool, String) {
@@ -187,15 +182,7 @@ fn boot_through_firewalld_makes_no_write_call() {
             return;
         };
         let unit = Unit::packaged(UNIT);
-        let config = packaged_config();
-        host.overlay(
-            "/usr/bin",
-            &[("tproxy-firewalld", Layer::Bind(Path::new(BIN)))],
-        );
-        host.overlay(
-            "/etc",
-            &[("tproxy-firewalld/config.yaml", Layer::Text(&config))],
-        );
+        lay_out_package(&host, false);
 
         let installed = exec_ok(&host, &unit, "ExecStart");
         let stored = host.count_our_rules(true);
@@ -248,15 +235,7 @@ fn stop_with_firewalld_stopped_keeps_direct_xml() {
         return;
     };
     let unit = Unit::packaged(UNIT);
-    let config = packaged_config();
-    host.overlay(
-        "/usr/bin",
-        &[("tproxy-firewalld", Layer::Bind(Path::new(BIN)))],
-    );
-    host.overlay(
-        "/etc",
-        &[("tproxy-firewalld/config.yaml", Layer::Text(&config))],
-    );
+    lay_out_package(&host, false);
     exec_ok(&host, &unit, "ExecStart");
     let direct_xml = host.firewalld_dir().join("direct.xml");
     let written = std::fs::read(&direct_xml).expect("ExecStart wrote direct.xml");

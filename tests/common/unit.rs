@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::Sandbox;
+use super::{Layer, Sandbox, BIN};
 
 /// The environment systemd gives a system service.
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
@@ -95,6 +95,29 @@ impl Unit {
         );
         line.split_whitespace().map(str::to_string).collect()
     }
+}
+
+/// The packaged configuration, /etc/tproxy-firewalld/config.yaml of the packages.
+pub fn packaged_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Lays out inside `sandbox` what the packages install and the unit uses: the built binary
+/// at /usr/bin/tproxy-firewalld, the packaged configuration at
+/// /etc/tproxy-firewalld/config.yaml; with `without_firewalld`, /etc/firewalld is hidden, as
+/// on a host without firewalld.
+pub fn lay_out_package(sandbox: &Sandbox, without_firewalld: bool) {
+    let config = packaged_config();
+    sandbox.overlay(
+        "/usr/bin",
+        &[("tproxy-firewalld", Layer::Bind(Path::new(BIN)))],
+    );
+    let mut etc = vec![("tproxy-firewalld/config.yaml", Layer::Text(&config))];
+    if without_firewalld {
+        etc.push(("firewalld", Layer::Hidden));
+    }
+    sandbox.overlay("/etc", &etc);
 }
 
 /// Runs the unit's `key` command inside `sandbox` as systemd would start it (see the module
