@@ -507,7 +507,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__uninstall)
-            opts="-h --dry-run --backend --firewalld-config-dir --verbose --iptables-executables --help transparent-proxy"
+            opts="-h --dry-run --keep-permanent --backend --firewalld-config-dir --verbose --iptables-executables --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -86,6 +86,7 @@ iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush th
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l iptables-executables -d 'Custom executables, as for install' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l dry-run -d 'Print what would be removed where, and change nothing'
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l keep-permanent -d 'Remove the rules from the running firewall only: firewalld\'s permanent configuration (direct.xml) keeps ours, and firewalld applies them again at its next start. What stopping tproxy-firewalld.service does, so that a boot through firewalld finds the rules in place'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l verbose -d 'More detail on stderr'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand inspect" -l file -d 'The direct.xml to read [default: <firewalld-config-dir>/direct.xml]' -r -F

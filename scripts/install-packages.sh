@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the benchmark need, when root and missing:
 # iptables, nftables, iproute2, util-linux, firewalld (with python3-dbus), dbus and strace
-# (tests/hostile_input.rs watches the open flags of direct.xml's temporary file with it).
-# No service is started.
+# (tests/hostile_input.rs watches the open flags of direct.xml's temporary file with it);
+# for the packages and units (scripts/package.sh, tests/packages.rs, tests/units.rs): rpm
+# (rpmbuild; rpm-build on Fedora), man-db (`man -l`) and systemd (`systemd-analyze`; no
+# systemd is booted). No service is started.
 set -euo pipefail
 
-packages=(iptables nftables iproute2 util-linux firewalld dbus strace)
+packages=(iptables nftables iproute2 util-linux firewalld dbus strace rpm man-db systemd)
 need=()
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
@@ -14,6 +16,9 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v firewalld >/dev/null 2>&1 || need+=(firewalld)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v rpmbuild >/dev/null 2>&1 || need+=(rpm)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"
@@ -30,7 +35,8 @@ if [ ${#need[@]} -gt 0 ]; then
     "$own_policy" && rm -f "$policy"
     trap - EXIT
   elif [ "$(id -u)" = 0 ] && command -v dnf >/dev/null 2>&1; then
-    dnf install -y -q "${need[@]/dbus/dbus-daemon}"
+    need=("${need[@]/dbus/dbus-daemon}")
+    dnf install -y -q "${need[@]/#rpm/rpm-build}"
   else
     echo "missing packages (${need[*]}); namespace tests and the benchmark cannot run (need root to install: ${packages[*]})" >&2
   fi

@@ -43,6 +43,7 @@ pub enum Command {
     ///
     /// Removes them from firewalld's runtime and permanent direct configuration when firewalld runs,
     /// from direct.xml and iptables when it is installed but stopped, and from iptables otherwise.
+    /// With --keep-permanent, firewalld's permanent configuration (direct.xml) is left as it is.
     Uninstall(UninstallArgs),
     /// Show and check a direct configuration: a direct.xml file, or firewalld's permanent or runtime one
     ///
@@ -277,6 +278,10 @@ pub struct UninstallArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Remove the rules from the running firewall only: firewalld's permanent configuration (direct.xml) keeps ours, and firewalld applies them again at its next start. What stopping tproxy-firewalld.service does, so that a boot through firewalld finds the rules in place
+    #[arg(long)]
+    pub keep_permanent: bool,
+
     #[command(flatten)]
     pub firewalld: FirewalldArgs,
 
@@ -476,6 +481,14 @@ const FILES: &[(&str, &str)] = &[
         "/etc/firewalld/firewalld.conf",
         "read for RFC3964_IPv4 when firewalld is stopped",
     ),
+    (
+        "/etc/tproxy-firewalld/config.yaml",
+        "the configuration tproxy-firewalld.service installs (kumactl's keys); a root run that changes the firewall refuses a --config file, or a directory on its path, that a user other than root could write",
+    ),
+    (
+        "/usr/lib/systemd/system/tproxy-firewalld.service",
+        "installs the rules at boot (after firewalld, before kuma-dp); stopping it runs uninstall --keep-permanent",
+    ),
 ];
 
 const ENVIRONMENT: &[(&str, &str)] = &[
@@ -515,6 +528,10 @@ pub fn manual_sections(command: &str) -> ManualSections {
                     "Install through firewalld, runtime and permanent, so the rules survive reloads and reboots.",
                 ),
                 (
+                    "tproxy-firewalld install --config /etc/tproxy-firewalld/config.yaml",
+                    "Install what the packaged configuration file asks for, as tproxy-firewalld.service does at boot.",
+                ),
+                (
                     "tproxy-firewalld install --dry-run --store-firewalld --exclude-inbound-ports 22",
                     "Show every entry that would be added or removed, per target, and the resulting direct.xml.",
                 ),
@@ -531,6 +548,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
             examples: &[
                 ("tproxy-firewalld uninstall", "Remove our rules from firewalld's runtime and permanent configuration (or direct.xml and iptables when firewalld is stopped)."),
                 ("tproxy-firewalld uninstall --dry-run", "Show what would be removed where."),
+                ("tproxy-firewalld uninstall --keep-permanent", "Take the rules out of the running firewall; firewalld's permanent configuration keeps them for its next start (what stopping tproxy-firewalld.service does)."),
             ],
             files: FILES,
             environment: ENVIRONMENT,

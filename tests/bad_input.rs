@@ -144,3 +144,125 @@ fn bad_flags_configs_and_users_change_nothing() {
     assert!(String::from_utf8_lossy(&env_case.stderr)
         .contains("KUMA_TRANSPARENT_PROXY_REDIRECT_DNS_PORT"));
 }
+
+/// The config decides whose traffic bypasses the proxy, so a root run that changes the
+/// firewall refuses a file another user could write or replace; dry runs and stdin are not
+/// affected, and neither is a root-owned file in a sticky directory such as /tmp.
+#[test]
+fn config_files_other_users_could_change_are_refused_as_root() {
+    use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt as _};
+    let Some(sandbox) =
+        common::sandbox("config_files_other_users_could_change_are_refused_as_root")
+    else {
+        return;
+    };
+    sandbox.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
+    let other = Some(common::APP_UID);
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let config = "redirect:\n  inbound:\n    excludePorts: [22]\n";
+    // A root-owned 0644 file in directory `dir` (made with `dir_mode`, owned by `owner`).
+    let file_in = |dir: &str, dir_mode: u32, owner: Option<u32>| {
+        let dir = sandbox.path(dir);
+        std::fs::create_dir(&dir).unwrap();
+        mode(&dir, dir_mode);
+        chown(&dir, owner, owner).unwrap();
+        let file = dir.join("config.yaml");
+        std::fs::write(&file, config).unwrap();
+        mode(&file, 0o644);
+        (dir.display().to_string(), file.display().to_string())
+    };
+    let (_, group_writable) = file_in("group-writable-file", 0o755, None);
+    mode(group_writable.as_ref(), 0o664);
+    let (_, world_writable) = file_in("world-writable-file", 0o755, None);
+    mode(world_writable.as_ref(), 0o646);
+    let (_, foreign_file) = file_in("foreign-file", 0o755, None);
+    chown(&foreign_file, other, other).unwrap();
+    let (open_dir, in_open_dir) = file_in("open-dir", 0o777, None);
+    let (group_dir, in_group_dir) = file_in("group-dir", 0o775, None);
+    let (foreign_dir, in_foreign_dir) = file_in("foreign-dir", 0o755, other);
+    let (sticky_dir, in_sticky_dir) = file_in("sticky-dir", 0o1777, None);
+    // A link another user owns in a sticky directory: that user can point it elsewhere.
+    let foreign_link = format!("{sticky_dir}/foreign-link.yaml");
+    symlink(&in_sticky_dir, &foreign_link).unwrap();
+    lchown(&foreign_link, other, other).unwrap();
+    let (_, trusted) = file_in("trusted", 0o755, None);
+    // Root's own link in a sticky directory, to a path through `..`: only root can change it.
+    let root_link = format!("{sticky_dir}/root-link.yaml");
+    symlink(format!("{sticky_dir}/../trusted/config.yaml"), &root_link).unwrap();
+
+    for (path, names) in [
+        (&group_writable, format!("chmod go-w {group_writable}")),
+        (&world_writable, format!("chmod go-w {world_writable}")),
+        (&foreign_file, format!("chown root {foreign_file}")),
+        (&in_open_dir, format!("chmod go-w {open_dir}")),
+        (&in_group_dir, format!("chmod go-w {group_dir}")),
+        (
+            &in_foreign_dir,
+            format!("directory {foreign_dir} is owned by UID"),
+        ),
+        (
+            &foreign_link,
+            format!("link {foreign_link} is owned by UID"),
+        ),
+    ] {
+        assert_rejected(
+            &sandbox,
+            &["install", "--kuma-dp-user", "kuma-dp", "--config", path],
+            None,
+            &names,
+        );
+    }
+
+    let accepted = |args: &[&str], uid: u32| {
+        let mut full = vec![common::BIN, "install", "--kuma-dp-user", "kuma-dp"];
+        full.extend_from_slice(args);
+        let output = sandbox
+            .command_as(uid, &full)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?} as {uid}: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // Root runs that change nothing read any file, and so does everyone else's dry run.
+    let dry_run = accepted(&["--dry-run", "--config", &in_open_dir], 0);
+    assert!(dry_run.contains("--dport 22 -j RETURN"), "{dry_run}");
+    mode(sandbox.dir.path(), 0o755);
+    let as_user = accepted(&["--dry-run", "--config", &group_writable], common::APP_UID);
+    assert!(as_user.contains("--dport 22 -j RETURN"), "{as_user}");
+    for path in [&in_sticky_dir, &root_link, &trusted] {
+        accepted(&["--config", path], 0);
+        assert!(
+            sandbox
+                .save("iptables-save")
+                .contains("--dport 22 -j RETURN"),
+            "{path}: the file's rules were not installed"
+        );
+        sandbox.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
+    }
+    let mut stdin = sandbox
+        .command(&[
+            common::BIN,
+            "install",
+            "--kuma-dp-user",
+            "kuma-dp",
+            "--config",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        stdin
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(config.as_bytes())
+            .unwrap();
+    }
+    assert!(stdin.wait().unwrap().success(), "a config on stdin");
+}

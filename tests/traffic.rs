@@ -16,6 +16,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, BACKENDS};
+use common::unit::{exec_ok, lay_out_package, Unit};
 use common::{namespaces_available, Sandbox, APP_UID, KUMA_DP_UID};
 
 const ROLE: &str = "TPROXY_ROLE";
@@ -33,10 +34,14 @@ fn main() {
             other => panic!("unknown role {other}"),
         });
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "redirects_applications_but_not_kuma_dp",
             redirects_applications_but_not_kuma_dp,
+        ),
+        (
+            "unit_redirects_again_after_a_reboot_without_firewalld",
+            unit_redirects_again_after_a_reboot_without_firewalld,
         ),
         (
             "firewalld_redirects_after_install_reload_and_reboot",
@@ -267,6 +272,44 @@ fn redirects_applications_but_not_kuma_dp() {
     let (remote, helper) = remote_for(&host);
     host.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp"]);
     check_traffic(&host, &remote, &helper, true, "raw iptables");
+}
+
+/// A host without firewalld, through tproxy-firewalld.service's own commands under its own
+/// sandboxing (tests/common/unit.rs) and the packaged configuration: ExecStart redirects, a
+/// reboot (tables and /run emptied) loses the rules, ExecStart at boot brings them back,
+/// and ExecStop removes them.
+fn unit_redirects_again_after_a_reboot_without_firewalld() {
+    if !namespaces_available("unit_redirects_again_after_a_reboot_without_firewalld") {
+        return;
+    }
+    let host = Sandbox::new();
+    let (remote, helper) = remote_for(&host);
+    let unit = Unit::packaged("tproxy-firewalld.service");
+    lay_out_package(&host, true);
+    let ours = |host: &Sandbox| {
+        let (ipv4, ipv6) = host.saves();
+        (ipv4.contains("KUMA_MESH"), ipv6.contains("KUMA_MESH"))
+    };
+
+    let first = exec_ok(&host, &unit, "ExecStart");
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        said.contains("(no firewalld)"),
+        "not a host without firewalld: {said}"
+    );
+    check_traffic(&host, &remote, &helper, true, "unit: ExecStart");
+    host.reboot_state();
+    assert_eq!(ours(&host), (false, false), "the reboot left rules");
+    exec_ok(&host, &unit, "ExecStart");
+    check_traffic(
+        &host,
+        &remote,
+        &helper,
+        true,
+        "unit: ExecStart after the reboot",
+    );
+    exec_ok(&host, &unit, "ExecStop");
+    assert_eq!(ours(&host), (false, false), "ExecStop left rules");
 }
 
 fn firewalld_redirects_after_install_reload_and_reboot() {

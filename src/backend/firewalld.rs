@@ -795,6 +795,11 @@ impl FirewalldBackend {
         )
     }
 
+    /// The firewalld this backend talks to (after a restart, the one now running).
+    pub fn firewalld(&self) -> &Firewalld {
+        &self.firewalld
+    }
+
     /// Reads both configurations (those read while the rules were built, the first time)
     /// and plans our entries in them.
     pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
@@ -1109,7 +1114,8 @@ impl Backend for FirewalldBackend {
                 }
             }
         };
-        if plan.permanent_differs {
+        // Uninstall --keep-permanent leaves them on purpose and says so itself.
+        if plan.permanent_differs && !plan.desired.is_empty() {
             notice("firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
         let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];

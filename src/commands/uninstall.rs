@@ -11,6 +11,7 @@ use crate::backend::{Backend, Outcome};
 use crate::cli::{executables_overlay, UninstallArgs};
 use crate::config::settings::Settings;
 use crate::config::sources;
+use crate::direct::DirectConfig;
 use crate::host;
 use crate::ruleset::Ruleset;
 
@@ -26,13 +27,14 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
     // One run that changes the firewall at a time (crate::lock).
     let _lock = crate::lock::for_changes(args.dry_run, &args.firewalld.firewalld_config_dir)?;
     let nothing = Ruleset::default();
-    let target = target::choose(&args.firewalld, true)?;
+    let permanent_too = !args.keep_permanent;
+    let target = target::choose(&args.firewalld, permanent_too)?;
     let (name, outcome) = match target {
         Target::Firewalld(firewalld) => {
             // The iptables binaries only check added rules; removing needs none.
             let mut backend = FirewalldBackend::new(
                 firewalld,
-                true,
+                permanent_too,
                 DirectFile::in_dir(&args.firewalld.firewalld_config_dir),
                 Vec::new(),
                 restore_options(&config),
@@ -50,7 +52,15 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            (backend.name(), backend.converge(&nothing)?)
+            let outcome = backend.converge(&nothing)?;
+            // The removal is done; a permanent configuration that cannot be read now only
+            // goes without its notice.
+            if let (true, Ok(permanent)) =
+                (args.keep_permanent, backend.firewalld().permanent_config())
+            {
+                report_kept(&permanent, "at its next start or reload");
+            }
+            (backend.name(), outcome)
         }
         Target::Offline(dir) => {
             let xtables = detect_xtables(&config.executables)?;
@@ -73,11 +83,30 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            (backend.name(), backend.converge(&nothing)?)
+            let outcome = backend.converge(&nothing)?;
+            if args.keep_permanent {
+                let file = DirectFile::in_dir(&args.firewalld.firewalld_config_dir);
+                if let Ok(Some(loaded)) = file.load() {
+                    report_kept(&loaded.document.config(), "when it starts");
+                }
+            }
+            (backend.name(), outcome)
         }
     };
     report(&name, &outcome, args.verbose);
     Ok(())
+}
+
+/// Says that `permanent` (firewalld's permanent configuration) still holds entries of ours,
+/// which firewalld applies `when`.
+fn report_kept(permanent: &DirectConfig, when: &str) {
+    let kept = permanent.owned();
+    if !kept.is_empty() {
+        notice(format!(
+            "kept {} entries of ours in firewalld's permanent configuration (--keep-permanent): firewalld applies them {when}; uninstall without --keep-permanent removes them",
+            kept.chains.len() + kept.rules.len() + kept.passthroughs.len()
+        ));
+    }
 }
 
 fn report(name: &str, outcome: &Outcome, verbose: bool) {

@@ -4,6 +4,7 @@
 
 pub mod settings;
 pub mod sources;
+mod trusted_file;
 pub mod values;
 
 use std::io::Read;
@@ -94,6 +95,10 @@ pub struct Sources<'a> {
     pub environment: Vec<(String, String)>,
     pub flags: Value,
     pub stdin: &'a mut dyn Read,
+    /// Whether this run changes the firewall: then, as root, a `--config` file another user
+    /// could write or replace is refused, since the config decides whose traffic bypasses
+    /// the proxy.
+    pub changes_firewall: bool,
 }
 
 /// The result of loading: the config and notices worth one line each on stderr.
@@ -105,8 +110,9 @@ pub struct Loaded {
 pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
     let mut merged = Value::Object(Default::default());
     let mut warnings = Vec::new();
+    let only_root_writable = sources.changes_firewall && crate::host::is_root();
     for file in expand_file_list(sources.files) {
-        let layer = sources::read_config_file(&file, sources.stdin)?;
+        let layer = sources::read_config_file(&file, sources.stdin, only_root_writable)?;
         sources::merge(&mut merged, layer);
     }
     let (environment, unknown) = sources::environment_layer(sources.environment)?;
@@ -265,6 +271,7 @@ mod tests {
             environment: Vec::new(),
             flags: Value::Object(Default::default()),
             stdin: &mut joined.as_bytes(),
+            changes_firewall: true,
         })
         .map(|l| l.config)
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::settings::Settings;
-use super::ConfigError;
+use super::{trusted_file, ConfigError};
 
 /// Refuse absurd inputs early: a real config is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -134,8 +134,14 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("CNI_MODE", "cniMode", Kind::Bool),
 ];
 
-/// Reads one `--config` source (a path or `-` for stdin) into a checked partial tree.
-pub fn read_config_file(source: &str, stdin: &mut dyn Read) -> Result<Value, ConfigError> {
+/// Reads one `--config` source (a path or `-` for stdin) into a checked partial tree. With
+/// `only_root_writable`, a file another user could write or replace is refused
+/// ([`trusted_file`]).
+pub fn read_config_file(
+    source: &str,
+    stdin: &mut dyn Read,
+    only_root_writable: bool,
+) -> Result<Value, ConfigError> {
     let fail = |message: String| ConfigError::File {
         path: source.to_string(),
         message,
@@ -144,8 +150,12 @@ pub fn read_config_file(source: &str, stdin: &mut dyn Read) -> Result<Value, Con
     let read = if source == "-" {
         stdin.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(Path::new(source))
-            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        let file = if only_root_writable {
+            trusted_file::open(Path::new(source)).map_err(fail)?
+        } else {
+            std::fs::File::open(Path::new(source)).map_err(|e| fail(format!("cannot read: {e}")))?
+        };
+        file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
     };
     read.map_err(|e| fail(format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
@@ -293,22 +303,26 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = read_config_file("-", &mut "redirect:\n  inbound:\n    bogus: 1\n".as_bytes())
-            .unwrap_err()
-            .to_string();
+        let err = read_config_file(
+            "-",
+            &mut "redirect:\n  inbound:\n    bogus: 1\n".as_bytes(),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("redirect.inbound"), "{err}");
         assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]
     fn wrong_types_are_named() {
-        let err = read_config_file("-", &mut "redirect: {dns: {port: 70000}}".as_bytes())
+        let err = read_config_file("-", &mut "redirect: {dns: {port: 70000}}".as_bytes(), false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("redirect.dns.port"), "{err}");
         assert!(err.contains("70000"), "{err}");
-        assert!(read_config_file("-", &mut "[1, 2]".as_bytes()).is_err());
-        assert!(read_config_file("-", &mut "{\"wait\": \"x\"}".as_bytes()).is_err());
+        assert!(read_config_file("-", &mut "[1, 2]".as_bytes(), false).is_err());
+        assert!(read_config_file("-", &mut "{\"wait\": \"x\"}".as_bytes(), false).is_err());
     }
 
     #[test]
@@ -316,13 +330,14 @@ mod tests {
         let json = read_config_file(
             "-",
             &mut r#"{"redirect":{"inbound":{"port":"1234"}}}"#.as_bytes(),
+            false,
         )
         .unwrap();
         assert_eq!(
             deserialize(&json).unwrap().redirect.inbound.port,
             Some(1234)
         );
-        let yaml = read_config_file("-", &mut "kumaDPUser: 5678\n".as_bytes()).unwrap();
+        let yaml = read_config_file("-", &mut "kumaDPUser: 5678\n".as_bytes(), false).unwrap();
         assert_eq!(deserialize(&yaml).unwrap().kuma_dp_user, "5678");
     }
 

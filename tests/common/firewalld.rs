@@ -396,16 +396,11 @@ impl FirewalldSandbox {
     }
 
     /// A reboot as far as the firewall can tell: firewalld stops, every table of both
-    /// families is emptied, firewalld starts again from its permanent configuration.
+    /// families is emptied and /run too ([`Sandbox::reboot_state`]), firewalld starts
+    /// again from its permanent configuration.
     pub fn reboot(&mut self) {
         self.stop();
-        for program in ["iptables", "ip6tables"] {
-            for table in ["raw", "mangle", "nat", "filter", "security"] {
-                self.run(&[program, "-t", table, "-F"]);
-                self.run(&[program, "-t", table, "-X"]);
-            }
-        }
-        self.ok(&["nft", "flush", "ruleset"]);
+        self.reboot_state();
         self.start();
     }
 

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use tempfile::TempDir;
 
 pub mod firewalld;
+pub mod unit;
 
 /// The reference's "with-multiple-flags" set.
 pub const MULTIPLE_FLAGS: &[&str] = &[
@@ -197,23 +198,9 @@ impl Sandbox {
         let resolv = sandbox.dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00::53\n").unwrap();
         // firewalld's configuration directory, empty until a test starts firewalld.
-        let firewalld_dir = sandbox.firewalld_dir();
-        std::fs::create_dir(&firewalld_dir).unwrap();
-        let host_has_firewalld = Path::new("/etc/firewalld").is_dir();
+        std::fs::create_dir(sandbox.firewalld_dir()).unwrap();
+        sandbox.bind_own_etc_files(Path::new("/etc/firewalld").is_dir());
         for args in [
-            vec!["mount", "--bind", passwd.to_str().unwrap(), "/etc/passwd"],
-            vec![
-                "mount",
-                "--bind",
-                resolv.to_str().unwrap(),
-                "/etc/resolv.conf",
-            ],
-            vec![
-                "mount",
-                "--bind",
-                firewalld_dir.to_str().unwrap(),
-                "/etc/firewalld",
-            ],
             // firewalld keeps state in /run/firewalld; a private /run keeps it off the host's.
             vec!["mount", "-t", "tmpfs", "tmpfs", "/run"],
             vec!["ip", "link", "set", "lo", "up"],
@@ -234,12 +221,82 @@ impl Sandbox {
             vec!["ip", "link", "set", "veth0", "up"],
             vec!["ip", "link", "set", "veth1", "up"],
         ] {
-            if args.last() == Some(&"/etc/firewalld") && !host_has_firewalld {
-                continue;
-            }
             sandbox.ok(&args);
         }
         sandbox
+    }
+
+    /// Mounts the sandbox's passwd and resolv.conf over /etc's, and with `firewalld_dir` its
+    /// firewalld configuration directory over /etc/firewalld.
+    fn bind_own_etc_files(&self, firewalld_dir: bool) {
+        let passwd = self.path("passwd");
+        let resolv = self.path("resolv.conf");
+        let firewalld = self.firewalld_dir();
+        let mut binds = vec![(&passwd, "/etc/passwd"), (&resolv, "/etc/resolv.conf")];
+        if firewalld_dir {
+            binds.push((&firewalld, "/etc/firewalld"));
+        }
+        for (source, target) in binds {
+            self.ok(&["mount", "--bind", source.to_str().unwrap(), target]);
+        }
+    }
+
+    /// Lays a private layer over the directory `dir` inside the namespace, holding `entries`
+    /// (paths relative to `dir`); the host's `dir` is never written. The layer's files live
+    /// on a tmpfs of the namespace (an overlay's upper directory cannot be on an overlay
+    /// itself, as a container's root may be). Over /etc, the sandbox's own passwd,
+    /// resolv.conf and firewalld directory are mounted again on top, the last unless hidden.
+    pub fn overlay(&self, dir: &str, entries: &[(&str, Layer)]) {
+        let layers = self.path(&format!("layer{}", dir.replace('/', "-")));
+        std::fs::create_dir(&layers).unwrap();
+        let layers = layers.to_str().unwrap();
+        self.ok(&["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", layers]);
+        // The tmpfs exists inside the namespace only: reach it through the keeper's root.
+        let inside = |path: &str| PathBuf::from(format!("/proc/{}/root{path}", self.pid()));
+        let (upper, work) = (format!("{layers}/upper"), format!("{layers}/work"));
+        for made in [&upper, &work] {
+            std::fs::create_dir(inside(made)).unwrap();
+        }
+        for (name, layer) in entries {
+            let path = inside(&format!("{upper}/{name}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            match layer {
+                Layer::Text(text) => std::fs::write(&path, text).unwrap(),
+                // The mount point of the bind mount made below.
+                Layer::Bind(_) => std::fs::write(&path, "").unwrap(),
+                // An overlay whiteout: a character device 0:0 hides the lower entry.
+                Layer::Hidden => {
+                    self.ok(&["mknod", &format!("{upper}/{name}"), "c", "0", "0"]);
+                }
+            }
+        }
+        let options = format!("lowerdir={dir},upperdir={upper},workdir={work}");
+        self.ok(&["mount", "-t", "overlay", "overlay", "-o", &options, dir]);
+        for (name, layer) in entries {
+            if let Layer::Bind(source) = layer {
+                let source = source.to_str().unwrap();
+                self.ok(&["mount", "--bind", source, &format!("{dir}/{name}")]);
+            }
+        }
+        if dir == "/etc" {
+            let hidden = entries
+                .iter()
+                .any(|(name, layer)| *name == "firewalld" && matches!(layer, Layer::Hidden));
+            self.bind_own_etc_files(!hidden && Path::new("/etc/firewalld").is_dir());
+        }
+    }
+
+    /// What a reboot leaves of the kernel's and /run's state: every table of both families
+    /// empty, nftables' ruleset flushed, a fresh /run.
+    pub fn reboot_state(&self) {
+        for program in ["iptables", "ip6tables"] {
+            for table in ["raw", "mangle", "nat", "filter", "security"] {
+                self.run(&[program, "-t", table, "-F"]);
+                self.run(&[program, "-t", table, "-X"]);
+            }
+        }
+        self.ok(&["nft", "flush", "ruleset"]);
+        self.ok(&["mount", "-t", "tmpfs", "tmpfs", "/run"]);
     }
 
     /// The sandbox's private system bus (it exists once [`Firewalld::start`] ran).
@@ -333,6 +390,16 @@ impl Sandbox {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+}
+
+/// An entry of a layer laid over a directory of the sandbox ([`Sandbox::overlay`]).
+pub enum Layer<'a> {
+    /// A file with this text.
+    Text(&'a str),
+    /// This host file, bind-mounted (a binary the tests built, say).
+    Bind(&'a Path),
+    /// The lower directory's entry of that name is hidden.
+    Hidden,
 }
 
 impl Drop for Sandbox {
