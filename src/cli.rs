@@ -9,14 +9,6 @@ use serde_json::{json, Value};
 use crate::config::sources::set_path;
 use crate::config::values;
 
-/// Exit status for bad input (flags, config files, environment): nothing was changed.
-pub const EXIT_BAD_INPUT: i32 = 2;
-/// Exit status for a failure while inspecting or changing the host; `inspect` also uses it
-/// when the configuration it read has problems.
-pub const EXIT_FAILURE: i32 = 1;
-/// Exit status of `status` when the views differ.
-pub const EXIT_DRIFT: u8 = 3;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "tproxy-firewalld",
@@ -657,7 +649,7 @@ mod tests {
         ] {
             let err =
                 Cli::try_parse_from(["tproxy-firewalld", "install", args[0], args[1]]).unwrap_err();
-            assert_eq!(err.exit_code(), EXIT_BAD_INPUT);
+            assert_eq!(err.exit_code(), i32::from(crate::error::EXIT_BAD_INPUT));
             assert!(err.to_string().contains(args[0]), "{}", err);
         }
     }

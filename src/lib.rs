@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod direct;
+pub mod error;
 pub mod format;
 pub mod host;
 pub mod lock;

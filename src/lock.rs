@@ -34,7 +34,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::commands::BadInput;
+use crate::error::BadInput;
 use crate::host;
 
 /// The lock a run holds while it changes the firewall.

@@ -21,15 +21,13 @@ use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
 use super::xtables::{Mode, RestoreOptions, Xtables};
 use super::{Backend, Outcome};
-use crate::commands::BadInput;
-use crate::direct::{
-    self, plan, Change, DirectChain, DirectConfig, DirectRule, Passthrough, Plan,
-};
+use crate::direct::{self, plan, Change, DirectChain, DirectConfig, DirectRule, Passthrough, Plan};
+use crate::error::BadInput;
+use crate::ruleset::Ruleset;
 use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
-use crate::ruleset::Ruleset;
 
 /// A connection to a running firewalld and what it told us about itself.
 pub struct Firewalld {

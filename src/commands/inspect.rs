@@ -26,12 +26,12 @@ use serde::Serialize;
 
 use crate::format::direct_json::JsonEntry;
 
-use super::BadInput;
 use crate::backend::direct_file::MAX_SIZE;
 use crate::backend::firewalld::{self, Presence};
 use crate::backend::xtables::{Mode, Xtables};
 use crate::cli::{InspectArgs, InspectSource, OutputFormat};
 use crate::direct::{self, DirectConfig, Subject};
+use crate::error::BadInput;
 use crate::format::direct_xml::{self, Entry};
 use crate::host;
 use crate::quoting::join_args;

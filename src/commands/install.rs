@@ -3,9 +3,7 @@ use std::io;
 use anyhow::{anyhow, bail, Result};
 
 use super::target::{self, Target};
-use super::{
-    detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
-};
+use super::{detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options};
 use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
 use crate::backend::firewalld::{self, Asked, Bus, Firewalld, FirewalldBackend, Presence, Reading};
@@ -15,6 +13,7 @@ use crate::backend::xtables::{self, Xtables};
 use crate::backend::Backend;
 use crate::cli::InstallArgs;
 use crate::config::{self, Config, IpFamilyMode, Sources};
+use crate::error::BadInput;
 use crate::format::{direct_xml, restore};
 use crate::host;
 use crate::lock::Lock;

@@ -21,27 +21,16 @@ use crate::direct::Plan;
 use crate::format::restore;
 use crate::ruleset::{Family, Ruleset};
 
-/// Bad input from the user: reported in one line with exit status 2, nothing changed.
-#[derive(Debug)]
-pub struct BadInput(pub String);
-
-impl fmt::Display for BadInput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
-
 /// Runs a command; the exit status it asks for (0 unless it found problems or drift).
-pub fn run(cli: Cli) -> Result<u8> {
-    match cli.command {
+pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
+    let status = match cli.command {
         Command::Install(args) => install::run(&args).map(|()| 0),
         Command::Uninstall(args) => uninstall::run(&args).map(|()| 0),
         Command::Inspect(args) => inspect::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Translate(args) => translate::run(&args).map(|()| 0),
-    }
+    }?;
+    Ok(status)
 }
 
 /// Notices go to stderr so that stdout carries only data (rules, plans).

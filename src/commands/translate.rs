@@ -16,10 +16,11 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::{notice, BadInput};
+use super::notice;
 use crate::backend::direct_file::{DirectFile, MAX_SIZE};
 use crate::cli::{OutputFormat, TranslateArgs, TranslateIpv};
 use crate::direct::{self, DirectChain, DirectConfig, DirectRule};
+use crate::error::BadInput;
 use crate::format::direct_json::JsonEntry;
 use crate::format::direct_xml::{self, Document};
 use crate::format::restore::{self, RestoreParseError, RestoreRule, RestoreTable};

@@ -2,7 +2,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::target::{self, Target};
-use super::{detect_xtables, notice, print_changes, print_file_plan, restore_options, BadInput};
+use super::{detect_xtables, notice, print_changes, print_file_plan, restore_options};
 use crate::backend::direct_file::DirectFile;
 use crate::backend::firewalld::FirewalldBackend;
 use crate::backend::iptables::IptablesBackend;
@@ -12,6 +12,7 @@ use crate::cli::{executables_overlay, UninstallArgs};
 use crate::config::settings::Settings;
 use crate::config::sources;
 use crate::direct::DirectConfig;
+use crate::error::BadInput;
 use crate::host;
 use crate::ruleset::Ruleset;
 
