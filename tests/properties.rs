@@ -27,12 +27,12 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use tproxy_firewalld::direct::{self, Change, DirectChain, DirectConfig, DirectRule, Passthrough};
+use tproxy_firewalld::family::Family;
 use tproxy_firewalld::format::direct_xml::{self, parse, render};
+use tproxy_firewalld::ownership::{is_owned_chain, COMMENT_PREFIX};
 use tproxy_firewalld::quoting::{join_args, split_args};
-use tproxy_firewalld::ruleset::{
-    is_owned_chain, Arg, Family, FamilyRules, Position, Rule, Ruleset, Table, TableName,
-    COMMENT_PREFIX,
-};
+use tproxy_firewalld::ruleset::{Arg, FamilyRules, Position, Rule, Ruleset, Table};
+use tproxy_firewalld::tables::TableName;
 
 /// `cases` per property; `PROPTEST_CASES` overrides it for a longer run.
 fn config(cases: u32) -> ProptestConfig {
@@ -1044,7 +1044,7 @@ fn current_rules(ruleset: &Ruleset, priorities: &[i32], picks: &[bool]) -> Direc
                         continue;
                     }
                     config.rules.push(DirectRule {
-                        ipv: direct::ipv(family.family).to_string(),
+                        ipv: family.family.ipv().to_string(),
                         table: table.name.as_str().to_string(),
                         chain: chain.clone(),
                         priority: priorities[k % priorities.len()],
@@ -1096,7 +1096,7 @@ proptest! {
         }
         // The rules of each chain, in priority order, are the chain's final order.
         for family in &ruleset.families {
-            let ipv = direct::ipv(family.family);
+            let ipv = family.family.ipv();
             for table in &family.tables {
                 for (chain, specs) in final_order(&table.rules) {
                     let key = (ipv.to_string(), table.name.as_str().to_string(), chain.clone());

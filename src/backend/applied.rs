@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 use super::iptables::ObservedTable;
 use super::xtables::Xtables;
-use crate::ruleset::{is_owned_chain, Family};
+use crate::family::Family;
+use crate::ownership::is_owned_chain;
 
 /// The record of one family: what it must hold for the family to count as already done.
 pub struct Record {

@@ -10,7 +10,9 @@ use super::applied::{self, Record};
 use super::xtables::{Mode, RestoreOptions, Xtables, DOCKER_OUTPUT};
 use super::{Backend, Outcome};
 use crate::format::restore::{self, SavedTable};
-use crate::ruleset::{is_ours, is_owned_chain, FamilyRules, Ruleset, TableName};
+use crate::ownership::{is_ours, is_owned_chain};
+use crate::ruleset::{FamilyRules, Ruleset};
+use crate::tables::TableName;
 
 pub struct IptablesBackend {
     families: Vec<Xtables>,
@@ -569,8 +571,9 @@ fn verify(tables: &[ObservedTable], desired: Option<&FamilyRules>) -> Result<()>
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::family::Family;
     use crate::format::restore::parse_save;
-    use crate::ruleset::{build, Family, FamilyFacts, Features};
+    use crate::ruleset::{build, FamilyFacts, Features};
 
     fn desired() -> Ruleset {
         build(

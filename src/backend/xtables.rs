@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use crate::family::Family;
 use crate::format::nfnetlink::{self, Part, Request};
 use crate::host;
-use crate::ruleset::{Family, Features};
+use crate::ruleset::Features;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

@@ -32,10 +32,10 @@ use crate::backend::xtables::{Mode, Xtables};
 use crate::cli::{InspectArgs, InspectSource, OutputFormat};
 use crate::direct::{self, DirectConfig, Subject};
 use crate::error::BadInput;
+use crate::family::Family;
 use crate::format::direct_xml::{self, Entry};
 use crate::host;
 use crate::quoting::join_args;
-use crate::ruleset::Family;
 
 pub fn run(args: &InspectArgs) -> Result<u8> {
     let mut inspection = match args.source {

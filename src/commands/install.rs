@@ -14,10 +14,11 @@ use crate::backend::Backend;
 use crate::cli::InstallArgs;
 use crate::config::{self, Config, IpFamilyMode, Sources};
 use crate::error::BadInput;
+use crate::family::Family;
 use crate::format::{direct_xml, restore};
 use crate::host;
 use crate::lock::Lock;
-use crate::ruleset::{self, Family, FamilyFacts, Features, Ruleset};
+use crate::ruleset::{self, FamilyFacts, Features, Ruleset};
 
 /// The rules `args` ask for and where they would go.
 pub(super) struct Desired {
@@ -329,7 +330,7 @@ fn refuse_unrecognisable(config: &Config, ruleset: &Ruleset) -> Result<()> {
     let what = format!(
         "rules such as {table} {} -j {} would sit in built-in chains with no comment and no jump into our chains, so no later run could tell them from foreign rules to verify, replace or remove them",
         rule.chain,
-        rule.target().unwrap_or("…")
+        rule.target().as_deref().unwrap_or("…")
     );
     if config.comments {
         bail!("iptables here has no comment match (libxt_comment): {what}; install it, or leave out what adds them (DNS redirection, --drop-invalid-packets); nothing was changed");

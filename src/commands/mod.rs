@@ -18,8 +18,9 @@ use crate::backend::xtables::{Mode, RestoreOptions, Xtables};
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ExecutablePaths};
 use crate::direct::Plan;
+use crate::family::Family;
 use crate::format::restore;
-use crate::ruleset::{Family, Ruleset};
+use crate::ruleset::Ruleset;
 
 /// Runs a command; the exit status it asks for (0 unless it found problems or drift).
 pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {

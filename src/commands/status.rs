@@ -20,8 +20,9 @@ use crate::config::ExecutablePaths;
 use crate::direct::{self, DirectConfig};
 use crate::error::EXIT_DRIFT;
 use crate::format::restore;
+use crate::ownership::{is_owned_chain, jump_target, COMMENT_PREFIX};
 use crate::quoting::join_args;
-use crate::ruleset::{is_owned_chain, TableName, COMMENT_PREFIX};
+use crate::tables::TableName;
 
 /// Entries with how often each occurs (a rule may legitimately appear twice).
 type Entries = BTreeMap<String, usize>;
@@ -201,7 +202,7 @@ fn of_direct(config: &DirectConfig) -> Entries {
 fn rule_label(args: &[String]) -> Option<String> {
     comment_of(args)
         .map(|c| format!("{c:?}"))
-        .or_else(|| target_of(args).map(|t| format!("-j {t}")))
+        .or_else(|| jump_target(args).map(|t| format!("-j {t}")))
 }
 
 fn comment_of(args: &[String]) -> Option<&str> {
@@ -209,12 +210,6 @@ fn comment_of(args: &[String]) -> Option<&str> {
         .find(|w| w[0] == "--comment")
         .and_then(|w| w[1].strip_prefix(COMMENT_PREFIX))
         .map(|c| c.trim_start_matches('/'))
-}
-
-fn target_of(args: &[String]) -> Option<&str> {
-    args.windows(2)
-        .find(|w| matches!(w[0].as_str(), "-j" | "--jump" | "-g" | "--goto"))
-        .map(|w| w[1].as_str())
 }
 
 /// Our chains and rules in the kernel, both families, as direct entries would name them
@@ -254,7 +249,7 @@ fn kernel_view(executables: ExecutablePaths) -> View {
 }
 
 fn kernel_entries(xtables: &Xtables) -> Result<Entries> {
-    let ipv = direct::ipv(xtables.family);
+    let ipv = xtables.family.ipv();
     let saved = restore::parse_save(&xtables.save_all()?)?;
     let mut entries = Entries::new();
     for table in &saved {

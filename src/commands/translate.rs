@@ -19,12 +19,13 @@ use serde::Serialize;
 use super::notice;
 use crate::backend::direct_file::{DirectFile, MAX_SIZE};
 use crate::cli::{OutputFormat, TranslateArgs, TranslateIpv};
-use crate::direct::{self, DirectChain, DirectConfig, DirectRule};
+use crate::direct::{DirectChain, DirectConfig, DirectRule};
 use crate::error::BadInput;
+use crate::family::Family;
 use crate::format::direct_json::JsonEntry;
 use crate::format::direct_xml::{self, Document};
 use crate::format::restore::{self, RestoreParseError, RestoreRule, RestoreTable};
-use crate::ruleset::{Family, Position};
+use crate::ruleset::Position;
 
 /// Distance between the priorities of neighbouring rules (as the install path counts).
 const PRIORITY_STEP: i32 = 10;
@@ -151,7 +152,7 @@ fn entries(tables: &[RestoreTable]) -> Result<DirectConfig, RestoreParseError> {
     );
     let mut groups: Vec<Group> = Vec::new();
     for table in tables {
-        let ipv = direct::ipv(table.family);
+        let ipv = table.family.ipv();
         let index = match groups
             .iter()
             .position(|(i, t, _, _)| *i == ipv && *t == table.name)

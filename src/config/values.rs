@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::ruleset::Family;
+use crate::family::Family;
 
 /// A TCP/UDP port in 1..=65535.
 pub fn parse_port(text: &str) -> Result<u16, String> {

@@ -14,8 +14,10 @@ use std::collections::{hash_map, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 
-use super::{tables_of, DirectConfig, DirectRule, Passthrough};
+use super::{DirectConfig, DirectRule, Passthrough};
+use crate::ownership::jump_targets;
 use crate::quoting::restore_quote;
+use crate::tables::{builtin_chains, tables_of};
 
 /// An entry of a [`DirectConfig`]: its list and index there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,22 +37,7 @@ pub struct Problem {
     pub other: Option<Subject>,
 }
 
-/// Built-in chains of each table as the kernel has them (firewalld's own list lacks nat
-/// INPUT, which the kernel has too).
-pub fn builtin_chains(ipv: &str, table: &str) -> &'static [&'static str] {
-    match (ipv, table) {
-        ("ipv4" | "ipv6", "raw") => &["PREROUTING", "OUTPUT"],
-        ("ipv4" | "ipv6", "mangle") => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
-        ("ipv4" | "ipv6", "nat") => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-        ("ipv4" | "ipv6", "filter" | "security") => &["INPUT", "FORWARD", "OUTPUT"],
-        ("eb", "broute") => &["BROUTING"],
-        ("eb", "nat") => &["PREROUTING", "OUTPUT", "POSTROUTING"],
-        ("eb", "filter") => &["INPUT", "FORWARD", "OUTPUT"],
-        _ => &[],
-    }
-}
-
-/// Whether a chain of [`builtin_chains`] is in firewalld's `BUILT_IN_CHAINS`
+/// Whether a chain of [`crate::tables::builtin_chains`] is in firewalld's `BUILT_IN_CHAINS`
 /// (core/ipXtables.py, core/ebtables.py): the names it refuses as `<chain>` and, on its
 /// iptables backend, redirects to `X_direct`. Only nat INPUT is missing there.
 fn firewalld_builtin(ipv: &str, table: &str, chain: &str) -> bool {
@@ -238,16 +225,6 @@ fn refused_passthrough(args: &[String]) -> Option<String> {
     } else {
         None
     }
-}
-
-/// The jump targets in `args`: the values of `-j`, `--jump`, `-g` and `--goto` (None for
-/// one given without a value).
-fn jumps(args: &[String]) -> Vec<Option<&str>> {
-    args.iter()
-        .enumerate()
-        .filter(|(_, arg)| matches!(arg.as_str(), "-j" | "--jump" | "-g" | "--goto"))
-        .map(|(i, _)| args.get(i + 1).map(String::as_str))
-        .collect()
 }
 
 /// The message for a double quote in what firewalld writes into its restore input.
@@ -540,7 +517,7 @@ pub fn check(config: &DirectConfig) -> Vec<Problem> {
             }
             report(message, None);
         }
-        for target in jumps(&rule.args) {
+        for target in jump_targets(&rule.args) {
             match target {
                 None => report(
                     "ends with a jump option without a target: firewalld fails to start"
@@ -633,7 +610,7 @@ pub fn check(config: &DirectConfig) -> Vec<Problem> {
                 }
             }
         }
-        for target in jumps(&p.args).into_iter().flatten() {
+        for target in jump_targets(&p.args).flatten() {
             let known = created.contains(&(ipv, table, target));
             if !known {
                 if let Some(message) = unknown_jump(ipv, table, target, true) {
@@ -779,7 +756,6 @@ pub fn restore_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
 
     use crate::direct::test_entries::{chain, passthrough, rule};
 
@@ -788,21 +764,6 @@ mod tests {
             .into_iter()
             .map(|p| (p.subject, p.message))
             .collect()
-    }
-
-    #[test]
-    fn builtins_agree_with_the_rule_model() {
-        for table in TableName::ALL {
-            let mut ours = table.builtin_chains().to_vec();
-            let mut here = builtin_chains("ipv4", table.as_str()).to_vec();
-            ours.sort();
-            here.sort();
-            assert_eq!(ours, here, "{table}");
-        }
-        assert!(is_builtin("ipv4", "nat", "OUTPUT_direct"));
-        assert!(!is_builtin("ipv4", "nat", "INPUT_direct"));
-        assert!(!is_builtin("eb", "nat", "OUTPUT_direct"));
-        assert!(is_builtin("eb", "broute", "BROUTING"));
     }
 
     #[test]

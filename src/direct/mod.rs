@@ -9,13 +9,13 @@ mod plan;
 mod translate;
 
 pub use check::{
-    builtin_chains, check, is_builtin, is_target, kernel_order, restore_check, ChainOrder, Problem,
-    RestoreCheck, Subject,
+    check, is_builtin, is_target, kernel_order, restore_check, ChainOrder, Problem, RestoreCheck,
+    Subject,
 };
 pub use plan::{plan, Change, Plan};
 pub use translate::translate;
 
-use crate::ruleset::{is_ours, is_owned_chain, Family, COMMENT_PREFIX};
+use crate::ownership::{is_ours, is_owned_chain, jump_targets, COMMENT_PREFIX};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DirectChain {
@@ -47,33 +47,9 @@ pub struct DirectConfig {
     pub passthroughs: Vec<Passthrough>,
 }
 
-/// firewalld's name for a family.
-pub fn ipv(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
-    }
-}
-
-/// Tables firewalld accepts for each `ipv` (core/io/direct.py `_check_ipv_table`).
-pub fn tables_of(ipv: &str) -> Option<&'static [&'static str]> {
-    match ipv {
-        "ipv4" | "ipv6" => Some(&["security", "raw", "mangle", "nat", "filter"]),
-        "eb" => Some(&["broute", "nat", "filter"]),
-        _ => None,
-    }
-}
-
 /// True when `args` carry our comment, whatever else they do.
 fn has_our_comment(args: &[String]) -> bool {
     args.iter().any(|arg| arg.starts_with(COMMENT_PREFIX))
-}
-
-/// What `args` jump or go to.
-fn targets(args: &[String]) -> impl Iterator<Item = &String> {
-    args.windows(2)
-        .filter(|w| matches!(w[0].as_str(), "-j" | "--jump" | "-g" | "--goto"))
-        .map(|w| &w[1])
 }
 
 impl DirectChain {
@@ -89,7 +65,7 @@ impl DirectRule {
             && is_ours(
                 &self.chain,
                 |text| self.args.iter().any(|arg| arg.starts_with(text)),
-                targets(&self.args),
+                jump_targets(&self.args).flatten(),
             )
     }
 }

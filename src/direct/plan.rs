@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::{DirectChain, DirectConfig, DirectRule, Passthrough};
-use crate::ruleset::is_owned_chain;
+use crate::ownership::is_owned_chain;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {

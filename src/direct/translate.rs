@@ -4,7 +4,7 @@
 //! the same rule are kept when the order allows it, so adding one rule is one change, not a
 //! renumbering of the whole chain.
 
-use super::{ipv, DirectChain, DirectConfig, DirectRule};
+use super::{DirectChain, DirectConfig, DirectRule};
 use crate::ruleset::{Position, Ruleset};
 
 /// Distance between the priorities of neighbouring rules in a fresh chain, leaving room to
@@ -16,7 +16,7 @@ const PRIORITY_STEP: i64 = 10;
 pub fn translate(ruleset: &Ruleset, current: &DirectConfig) -> DirectConfig {
     let mut out = DirectConfig::default();
     for family in &ruleset.families {
-        let ipv = ipv(family.family);
+        let ipv = family.family.ipv();
         for table in &family.tables {
             for chain in &table.chains {
                 out.chains.push(DirectChain {
@@ -185,7 +185,8 @@ fn fresh(count: usize) -> Vec<i32> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::ruleset::{build, Family, FamilyFacts, Features};
+    use crate::family::Family;
+    use crate::ruleset::{build, FamilyFacts, Features};
     use std::collections::BTreeMap;
 
     /// `(ipv, table, chain)` → rules by priority.

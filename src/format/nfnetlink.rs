@@ -6,7 +6,7 @@
 //! carries. Messages are in the host's byte order, as netlink wants; attribute values the
 //! kernel sends big-endian stay raw bytes here.
 
-use crate::ruleset::Family;
+use crate::family::Family;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWCHAIN: u16 = 3;

@@ -3,8 +3,11 @@
 //! restore text (kumactl's dry run, plain or `--verbose`, or `iptables-save` output) into
 //! per-family tables of chain declarations and ordered rule operations ([`parse_restore`]).
 
+use crate::family::Family;
+use crate::ownership::is_jump_option;
 use crate::quoting::restore_quote;
-use crate::ruleset::{Family, FamilyRules, Position, Rule, Ruleset, Table};
+use crate::ruleset::{FamilyRules, Position, Rule, Ruleset, Table};
+use crate::tables::builtin_chains;
 
 /// The whole ruleset as kumactl's dry run prints it: `### IPv4 ###`, a blank line, the
 /// restore text of that family; families separated by a blank line.
@@ -96,7 +99,7 @@ impl SavedRule {
     pub fn target(&self) -> Option<&str> {
         let mut tokens = self.line.split_ascii_whitespace();
         while let Some(token) = tokens.next() {
-            if token == "-j" || token == "-g" {
+            if is_jump_option(token) {
                 return tokens.next();
             }
         }
@@ -204,18 +207,6 @@ pub struct RestoreParseError {
     pub message: String,
 }
 
-/// Built-in chains of the tables firewalld's direct interface accepts for `ipv4`/`ipv6`;
-/// None for any other table.
-pub fn builtin_chains(table: &str) -> Option<&'static [&'static str]> {
-    match table {
-        "raw" => Some(&["PREROUTING", "OUTPUT"]),
-        "mangle" => Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
-        "nat" => Some(&["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
-        "filter" | "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
-        _ => None,
-    }
-}
-
 /// Reads restore text: kumactl's dry run (`### IPv4 ###` / `### IPv6 ###` sections,
 /// `* nat`, `-N`, `-A`, `-I CHAIN n`, plain or `--verbose` with `--new-chain`, `--append`,
 /// `--insert`, long option names and `# …` comment lines) or `iptables-save` output
@@ -264,7 +255,7 @@ pub fn parse_restore(
                 )));
             }
             let name = name.trim();
-            if builtin_chains(name).is_none() {
+            if builtin_chains("ipv4", name).is_empty() {
                 return Err(fail(format!(
                     "unknown table `{name}` (firewalld takes raw, mangle, nat, filter, security)"
                 )));
@@ -367,7 +358,7 @@ fn declare_saved_chain(table: &mut RestoreTable, declaration: &str) -> Result<()
 }
 
 fn is_builtin(table: &str, chain: &str) -> bool {
-    builtin_chains(table).is_some_and(|chains| chains.contains(&chain))
+    builtin_chains("ipv4", table).contains(&chain)
 }
 
 fn declare(table: &mut RestoreTable, chain: &str) {

@@ -657,14 +657,20 @@ mod tests {
         let stray: Vec<_> = rules
             .unrecognisable()
             .into_iter()
-            .map(|(table, rule)| (table, rule.chain.as_str(), rule.target()))
+            .map(|(table, rule)| {
+                (
+                    table,
+                    rule.chain.as_str(),
+                    rule.target().unwrap_or_default(),
+                )
+            })
             .collect();
         assert!(
-            stray.contains(&(TableName::Raw, "OUTPUT", Some("CT"))),
+            stray.contains(&(TableName::Raw, "OUTPUT", "CT".to_string())),
             "{stray:?}"
         );
         assert!(
-            stray.contains(&(TableName::Nat, "OUTPUT", Some("REDIRECT"))),
+            stray.contains(&(TableName::Nat, "OUTPUT", "REDIRECT".to_string())),
             "{stray:?}"
         );
         config.comments = true;

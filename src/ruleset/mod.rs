@@ -4,75 +4,14 @@
 
 mod build;
 
-use std::fmt;
-use std::net::IpAddr;
-
 pub use build::{build, FamilyFacts, Features};
 
-/// Prefix of every chain we own.
-pub const CHAIN_PREFIX: &str = "KUMA_MESH";
-/// Prefix of every comment we write; kumactl uses the same, so its rules are ours too.
-pub const COMMENT_PREFIX: &str = "kuma/mesh/transparent/proxy";
+use crate::family::Family;
+use crate::ownership::{is_ours, jump_target, COMMENT_PREFIX};
+use crate::tables::TableName;
+
 /// iptables limits comments to 256 bytes including the terminator; kumactl cuts at 254.
 const MAX_COMMENT_BYTES: usize = 254;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    /// `IPv4` / `IPv6`, as in kumactl's `### IPv4 ###` headers.
-    pub fn label(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TableName {
-    Raw,
-    Nat,
-    Mangle,
-}
-
-impl TableName {
-    pub const ALL: [TableName; 3] = [TableName::Raw, TableName::Nat, TableName::Mangle];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableName::Raw => "raw",
-            TableName::Nat => "nat",
-            TableName::Mangle => "mangle",
-        }
-    }
-
-    /// Built-in chains in the order kumactl renders their rules.
-    pub fn builtin_chains(self) -> &'static [&'static str] {
-        match self {
-            TableName::Raw => &["PREROUTING", "OUTPUT"],
-            TableName::Nat => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-            TableName::Mangle => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
-        }
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An iptables option with its short and long spelling (kumactl's `--verbose` uses long).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,11 +76,8 @@ pub struct Rule {
 
 impl Rule {
     /// What the rule jumps to (`-j`): a chain or a target.
-    pub fn target(&self) -> Option<&str> {
-        self.args.windows(2).find_map(|pair| match pair {
-            [Arg::Opt(Opt::Jump), Arg::Value(target)] => Some(target.as_str()),
-            _ => None,
-        })
+    pub fn target(&self) -> Option<String> {
+        jump_target(&self.spec(false)).map(str::to_string)
     }
 
     /// Whether a later run can tell this rule, once applied, from foreign ones ([`is_ours`]).
@@ -208,26 +144,6 @@ impl Ruleset {
             .filter(|(_, rule)| !rule.is_recognisable())
             .collect()
     }
-}
-
-/// True for a rule we own, in whatever form it was read: inside one of our chains, carrying
-/// our comment (`mentions` says whether the rule holds a text), or jumping into one of our
-/// chains (it cannot outlive the chain, so it is ours even without a comment; `targets` are
-/// what it jumps to).
-pub fn is_ours<T: AsRef<str>>(
-    chain: &str,
-    mentions: impl Fn(&str) -> bool,
-    mut targets: impl Iterator<Item = T>,
-) -> bool {
-    is_owned_chain(chain)
-        || mentions(COMMENT_PREFIX)
-        || targets.any(|target| is_owned_chain(target.as_ref()))
-}
-
-/// True for chains we own: `KUMA_MESH_*` (kumactl's chains included).
-pub fn is_owned_chain(name: &str) -> bool {
-    name.strip_prefix(CHAIN_PREFIX)
-        .is_some_and(|rest| rest.starts_with('_'))
 }
 
 fn comment(text: &str) -> String {

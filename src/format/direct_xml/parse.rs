@@ -9,8 +9,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use super::{DirectXmlError, Entry, Located, Place, Root};
-use crate::direct::{tables_of, DirectChain, DirectRule, Passthrough};
+use crate::direct::{DirectChain, DirectRule, Passthrough};
 use crate::quoting::split_args_into;
+use crate::tables::tables_of;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
