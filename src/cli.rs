@@ -129,13 +129,13 @@ pub enum TranslateIpv {
 }
 
 /// Lets scripts keep kumactl's `install transparent-proxy` spelling.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Target {
     #[arg(value_parser = ["transparent-proxy"], hide = true)]
     pub target: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     #[command(flatten)]
     pub target: Target,
