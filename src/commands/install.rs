@@ -4,7 +4,8 @@ use anyhow::{anyhow, bail, Result};
 
 use super::target::{self, Target};
 use super::{
-    detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, BadInput,
+    detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, ssh,
+    BadInput,
 };
 use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
@@ -173,6 +174,10 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         fresh,
         facts,
     } = prepare(args, false)?;
+    let session = std::env::var(ssh::SSH_CONNECTION).ok();
+    if let Some(warning) = ssh::lockout_warning(&config, session.as_deref()) {
+        notice(warning);
+    }
     match target {
         Target::Firewalld(firewalld) => {
             with_firewalld(firewalld, reading, args, &config, xtables, &desired)

@@ -2,6 +2,7 @@
 
 mod inspect;
 mod install;
+mod ssh;
 mod status;
 mod target;
 mod translate;
