@@ -12,4 +12,6 @@ pub mod direct;
 pub mod format;
 pub mod host;
 pub mod lock;
+pub mod probe;
 pub mod ruleset;
+pub mod validate;
