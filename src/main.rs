@@ -1,11 +1,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tproxy_firewalld::cli::{Cli, EXIT_BAD_INPUT, EXIT_FAILURE};
+use tproxy_firewalld::cli::{with_kumactl_spelling, Cli, EXIT_BAD_INPUT, EXIT_FAILURE};
 use tproxy_firewalld::commands::{self, BadInput};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_kumactl_spelling(std::env::args_os()));
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

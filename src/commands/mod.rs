@@ -7,6 +7,7 @@ mod status;
 mod target;
 mod translate;
 mod uninstall;
+mod validate;
 
 use std::fmt;
 
@@ -42,6 +43,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Translate(args) => translate::run(&args).map(|()| 0),
+        Command::Validate(args) => validate::run(&args),
     }
 }
 

@@ -18,7 +18,6 @@ use super::install::{prepare, Desired};
 use super::target::{self, Target};
 use crate::backend::direct_file::DirectFile;
 use crate::backend::iptables::is_owned_rule;
-use crate::backend::offline;
 use crate::backend::xtables::Xtables;
 use crate::cli::{InstallArgs, OutputFormat, StatusArgs, EXIT_DRIFT};
 use crate::config::{Config, ExecutablePaths};
@@ -41,7 +40,7 @@ pub(super) struct Comparison {
     /// configuration's.
     pub config: Option<Config>,
     pub views: Vec<View>,
-    /// firewalld's `RFC3964_IPv4`, running or stopped; None without firewalld.
+    /// A running firewalld's `RFC3964_IPv4` (a stopped one filters nothing).
     pub rfc3964_ipv4: Option<bool>,
 }
 
@@ -211,7 +210,6 @@ pub(super) fn compare(args: &InstallArgs, needs_rules: bool) -> Result<Compariso
             });
         }
         Target::Offline(dir) => {
-            rfc3964_ipv4 = Some(offline::rfc3964_ipv4(dir)?);
             let file = DirectFile::in_dir(dir);
             if let Some(loaded) = file.load()? {
                 let config = loaded.document.config().owned();
@@ -227,8 +225,10 @@ pub(super) fn compare(args: &InstallArgs, needs_rules: bool) -> Result<Compariso
     }
     drop(target);
 
+    // The permanent configuration is taken as desired only when nothing else says what is.
+    let from_stored = !given && !installed;
     let (source, desired, config) = match stored {
-        Some(stored) if !given && !installed && !(needs_rules && stored.is_empty()) => {
+        Some(stored) if from_stored && !(needs_rules && stored.is_empty()) => {
             ("the permanent configuration".to_string(), stored, None)
         }
         _ => {
