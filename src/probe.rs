@@ -428,7 +428,7 @@ impl Child {
             };
             let port = u16::from_be_bytes([report[2], report[3]]);
             let errno = i32::from_be_bytes([report[4], report[5], report[6], report[7]]);
-            let why = || io::Error::from_raw_os_error(errno).to_string();
+            let why = || nix::errno::Errno::from_raw(errno).desc().to_lowercase();
             let sent = match report[1] {
                 EVENT_PENDING => Sent::Pending(port),
                 EVENT_CONNECTED => Sent::Connected(port),
