@@ -117,11 +117,13 @@ fn processes(sandbox: &Sandbox) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Routes to the documentation networks the outbound checks connect to, through the
-/// sandbox's veth pair (its far end drops them).
-fn route_documentation_addresses(sandbox: &Sandbox) {
+/// Routes through the sandbox's veth pair (its far end drops what it gets) to the
+/// documentation networks the outbound checks connect to, and to the IPv4 name server of
+/// the sandbox's resolv.conf (fd00::53 is on the veth's own network), as a host has them.
+fn route_out(sandbox: &Sandbox) {
     sandbox.ok(&["ip", "route", "add", "198.51.100.0/24", "dev", "veth0"]);
     sandbox.ok(&["ip", "-6", "route", "add", "2001:db8::/32", "dev", "veth0"]);
+    sandbox.ok(&["ip", "route", "add", "10.96.0.10/32", "dev", "veth0"]);
 }
 
 /// A TCP listener on `address` inside the sandbox, as Envoy would hold one.
@@ -161,10 +163,45 @@ fn raw_iptables() {
     let Some(sandbox) = common::sandbox("validate_raw_iptables") else {
         return;
     };
-    route_documentation_addresses(&sandbox);
+    route_out(&sandbox);
 
-    // Nothing installed: kumactl's check and the outbound one fail, status says why.
+    // Nothing installed: kumactl's check and the outbound one fail, status says why. No
+    // probe left the host but to a documentation address, though nothing redirected them
+    // (the DNS probe went to the real name server 10.96.0.10).
+    let leaving = |program: &str, documentation: &str, delete: bool| {
+        for protocol in ["tcp", "udp"] {
+            let action = if delete { "-D" } else { "-A" };
+            let rule = ["-o", "veth0", "!", "-d", documentation, "-p", protocol];
+            sandbox.ok(&[&[program, "-t", "mangle", action, "POSTROUTING"][..], &rule].concat());
+        }
+    };
+    leaving("iptables", "198.51.100.0/24", false);
+    leaving("ip6tables", "2001:db8::/32", false);
     let nothing = validate_with(&sandbox, FLAGS);
+    for program in ["iptables", "ip6tables"] {
+        let counters = sandbox.ok(&[
+            program,
+            "-t",
+            "mangle",
+            "-L",
+            "POSTROUTING",
+            "-v",
+            "-n",
+            "-x",
+        ]);
+        let packets: Vec<&str> = counters
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            packets,
+            ["0", "0"],
+            "{program}: probes left the host:\n{counters}"
+        );
+    }
+    leaving("iptables", "198.51.100.0/24", true);
+    leaving("ip6tables", "2001:db8::/32", true);
     assert_eq!(nothing.code, 1, "{}", nothing.stdout);
     assert!(nothing.elapsed < FAILS_WITHIN, "{:?}", nothing.elapsed);
     for check in ["IPv4 inbound", "IPv4 outbound", "IPv4 dns", "IPv6 inbound"] {
@@ -324,7 +361,7 @@ fn firewalld() {
             return;
         };
         let cell = world.flavor.label();
-        route_documentation_addresses(&world);
+        route_out(&world);
         let user = ["--kuma-dp-user", "kuma-dp"];
         let with_dns: Vec<&str> = [&user[..], &["--redirect-dns"]].concat();
 
@@ -416,4 +453,58 @@ fn firewalld() {
         let both = validate_with(&world, &[]);
         assert_all_pass(&both, &expected, &cell);
     }
+}
+
+#[test]
+fn bad_input_and_no_root() {
+    let Some(sandbox) = common::sandbox("validate_bad_input") else {
+        return;
+    };
+    let before = sandbox.saves();
+    for (args, names) in [
+        (
+            &["--target", "127.0.0.1"][..],
+            "--target: 127.0.0.1 is an address of this host",
+        ),
+        (
+            &["--target", "192.0.2.1:443"],
+            "--target: 192.0.2.1 is an address of this host",
+        ),
+        (
+            &["--target", "203.0.113.7", "--target", "203.0.113.8"],
+            "--target",
+        ),
+        (&["--target", "example.com"], "--target"),
+        (&["--kuma-dp-user", "nobody-here"], "--kuma-dp-user"),
+        (
+            &[
+                "--validation-server-port",
+                "15010",
+                "--redirect-inbound-port",
+                "15010",
+            ],
+            "--validation-server-port",
+        ),
+    ] {
+        let run = validate_with(&sandbox, args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(lines[0].contains(names), "{args:?}: {}", run.stdout);
+    }
+    // The probes switch users: as anyone else, one line and exit 1.
+    let copy = sandbox.copy_for_any_user(std::path::Path::new(common::BIN));
+    let output = sandbox
+        .command_as(common::APP_UID, &[&copy, "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "tproxy-firewalld: error: validate needs root: it sends its probes as the kuma-dp user and as another user\n"
+    );
+    assert_eq!(sandbox.saves(), before, "validate changed the tables");
 }
