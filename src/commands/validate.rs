@@ -22,10 +22,10 @@ use crate::validate::{self, Cause, CheckResult, FamilySetup, Verdict};
 const DRIFT_LINES: usize = 3;
 
 pub fn run(args: &ValidateArgs) -> Result<u8> {
+    let targets = targets(&args.outbound_target)?;
     if !host::is_root() {
         bail!("validate needs root: it sends its probes as the kuma-dp user and as another user");
     }
-    let targets = targets(&args.outbound_target)?;
     let mut rules = args.rules.clone();
     if let Some(port) = args.validation_server_port {
         rules.redirect_inbound_port = Some(port);
