@@ -1,9 +1,9 @@
 //! Real traffic, sent as another user, and listeners that see where it lands.
 //!
-//! Each sender is a child process forked for one UID: it drops to that UID (the owner match
-//! of the rules sees the socket's owner), opens its sockets, connects or sends, reports each
-//! step over a pipe and then holds its sockets open until the parent has seen where they
-//! went. The parent was possibly multi-threaded when it forked (the D-Bus connection has a
+//! Each sender is a child process forked for one UID: it opens its sockets as that UID (the
+//! owner match of the rules sees who opened a socket), drops to it for good, connects or
+//! sends, reports each step over a pipe and then holds its sockets open until the parent has
+//! seen where they went. The parent was possibly multi-threaded when it forked (the D-Bus connection has a
 //! thread), so the child only makes system calls on memory prepared before the fork: no
 //! allocation, no locks, no panics. The parent kills and reaps every child before [`run`]
 //! returns, on every path; a child whose parent dies is killed by the kernel.
@@ -449,8 +449,9 @@ impl Drop for Child {
     }
 }
 
-/// The child: becomes `uid`/`gid`, sends each probe, reports every step on `report`, then
-/// holds its sockets open until it is killed (or [`SENDER_LIFETIME`] passes).
+/// The child: opens each probe's socket as `uid`, becomes `uid`/`gid`, sends each probe,
+/// reports every step on `report`, then holds its sockets open until it is killed (or
+/// [`SENDER_LIFETIME`] passes).
 ///
 /// # Safety
 /// Runs in a child forked from a possibly multi-threaded process: it touches only what
@@ -472,23 +473,21 @@ unsafe fn send_as(
         libc::write(report, bytes.as_ptr().cast(), REPORT_LEN);
     };
     let errno = || nix::errno::Errno::last_raw();
-    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0
-    {
-        let error = errno();
+    let give_up = |error: i32| -> ! {
         (0..probes.len()).for_each(|i| tell(i, EVENT_NOT_SENT, 0, error));
-        libc::_exit(1);
+        libc::_exit(1)
+    };
+    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 {
+        give_up(errno());
     }
-    // Changing credentials clears the parent-death signal, so it is set only now.
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    if libc::getppid() != parent {
-        libc::_exit(1);
+    // A socket belongs to the file-system UID that opens it: the owner the rules match.
+    // The sockets are opened and set up before the UID changes for good, because binding
+    // one to a device needs CAP_NET_RAW before Linux 5.7 (RHEL 8's kernel among them).
+    libc::setfsuid(uid);
+    if libc::setfsuid(uid) as u32 != uid {
+        give_up(libc::EPERM);
     }
-    let started = monotonic_millis();
-    let mut pending = [libc::pollfd {
-        fd: -1,
-        events: libc::POLLOUT,
-        revents: 0,
-    }; MAX_PROBES_PER_SENDER];
+    let mut sockets = [-1; MAX_PROBES_PER_SENDER];
     for (i, probe) in probes.iter().enumerate() {
         let fd = libc::socket(
             probe.domain,
@@ -512,8 +511,29 @@ unsafe fn send_as(
                 .bind
                 .as_ref()
                 .is_none_or(|address| libc::bind(fd, address.as_ptr(), address.len()) == 0);
-        if !prepared {
+        if prepared {
+            sockets[i] = fd;
+        } else {
             tell(i, EVENT_NOT_SENT, 0, errno());
+        }
+    }
+    if libc::setuid(uid) != 0 {
+        give_up(errno());
+    }
+    // Changing credentials clears the parent-death signal, so it is set only now.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    if libc::getppid() != parent {
+        libc::_exit(1);
+    }
+    let started = monotonic_millis();
+    let mut pending = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLOUT,
+        revents: 0,
+    }; MAX_PROBES_PER_SENDER];
+    for (i, probe) in probes.iter().enumerate() {
+        let fd = sockets[i];
+        if fd < 0 {
             continue;
         }
         let destination = &probe.destination;
