@@ -158,6 +158,18 @@ const IPV4_WITH_DNS: [(&str, &str); 4] = [
     ("ok", "IPv4 dns"),
 ];
 
+/// IPv6 DNS goes to fd00::53, a name server a probe could reach: that check is skipped.
+const BOTH_WITH_DNS: [(&str, &str); 8] = [
+    IPV4_WITH_DNS[0],
+    IPV4_WITH_DNS[1],
+    IPV4_WITH_DNS[2],
+    IPV4_WITH_DNS[3],
+    ("ok", "IPv6 inbound"),
+    ("ok", "IPv6 outbound"),
+    ("ok", "IPv6 kuma-dp"),
+    ("skip", "IPv6 dns"),
+];
+
 #[test]
 fn raw_iptables() {
     let Some(sandbox) = common::sandbox("validate_raw_iptables") else {
@@ -225,18 +237,10 @@ fn raw_iptables() {
         (nothing.code, nothing.verdicts())
     );
 
-    // Installed, both families: everything passes, fast. IPv6 DNS goes to fd00::53, a name
-    // server the probe could reach, so that check is skipped.
+    // Installed, both families: everything passes, fast.
     sandbox.tproxy_ok(&[&["install"], FLAGS].concat());
-    let mut both = IPV4_WITH_DNS.to_vec();
-    both.extend([
-        ("ok", "IPv6 inbound"),
-        ("ok", "IPv6 outbound"),
-        ("ok", "IPv6 kuma-dp"),
-        ("skip", "IPv6 dns"),
-    ]);
     let passed = validate_with(&sandbox, FLAGS);
-    assert_all_pass(&passed, &both, "installed");
+    assert_all_pass(&passed, &BOTH_WITH_DNS, "installed");
     assert!(
         passed.elapsed < Duration::from_secs(1),
         "{:?}",
@@ -255,7 +259,7 @@ fn raw_iptables() {
         &sandbox,
         &[&["install", "transparent-proxy-validator"], FLAGS].concat(),
     );
-    assert_all_pass(&kumactl, &both, "kumactl's spelling");
+    assert_all_pass(&kumactl, &BOTH_WITH_DNS, "kumactl's spelling");
     let ipv4 = validate(
         &sandbox,
         &[
@@ -328,6 +332,29 @@ fn raw_iptables() {
         "app's connections go to Envoy"
     );
     assert!(wrong.diagnosis().contains(&"IPv4: the rules in the kernel treat UID 5678 as kuma-dp's, but kuma-dp runs as UID 4242: install again with the user kuma-dp runs as (--kuma-dp-user), or validate with it"), "{}", wrong.stdout);
+}
+
+/// Legacy iptables matches the owner with xt_owner, not nf_tables' socket UID: the probes'
+/// sockets belong to their users for both.
+#[test]
+fn legacy_iptables() {
+    let Some(sandbox) = common::sandbox_with("validate_legacy_iptables", &["iptables-legacy"])
+    else {
+        return;
+    };
+    route_out(&sandbox);
+    // A chain in legacy's tables makes install choose legacy, as kumactl does.
+    sandbox.ok(&["iptables-legacy", "-t", "nat", "-N", "FOREIGN"]);
+    sandbox.ok(&["ip6tables-legacy", "-t", "nat", "-N", "FOREIGN"]);
+    sandbox.tproxy_ok(&[&["install"], FLAGS].concat());
+    assert!(sandbox
+        .ok(&["iptables-legacy-save", "-t", "nat"])
+        .contains("KUMA_MESH_OUTBOUND"));
+    assert_all_pass(
+        &validate_with(&sandbox, FLAGS),
+        &BOTH_WITH_DNS,
+        "legacy iptables",
+    );
 }
 
 /// IPv6 rules as the raw backend installs them, applied behind firewalld's back.
@@ -450,8 +477,7 @@ fn firewalld() {
             ("ok", "IPv6 kuma-dp"),
             ("skip", "IPv6 dns"),
         ]);
-        let both = validate_with(&world, &[]);
-        assert_all_pass(&both, &expected, &cell);
+        assert_all_pass(&validate_with(&world, &[]), &expected, &cell);
     }
 }
 
