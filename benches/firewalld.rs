@@ -147,6 +147,21 @@ fn main() {
         ),
     ));
 
+    // 4c. The checks of validate on this working host, both families, expecting what the
+    // permanent configuration holds (no flags); its probes go to documentation addresses.
+    run_ok(&world, INSTALL);
+    world.ok(&["ip", "route", "add", "198.51.100.0/24", "dev", "veth0"]);
+    world.ok(&["ip", "-6", "route", "add", "2001:db8::/32", "dev", "veth0"]);
+    let checks = world.tproxy_ok(&["validate"]);
+    let passed = checks.lines().filter(|l| l.starts_with("ok ")).count();
+    let validate = median(REPS, || time(&world, &["validate"]));
+    rows.push(row(
+        "4c. `validate` after install: real traffic through the rules, both families",
+        validate,
+        REPS,
+        &format!("{passed} checks pass (IPv6 DNS is skipped: its name server is a real host)"),
+    ));
+
     let (offline, [offline_install, _, offline_cmd]) = offline_rows(&mut world);
     rows.extend(offline);
     let firewalld_version = world.firewall_cmd_ok(&["--version"]).trim().to_string();
@@ -178,6 +193,11 @@ fn main() {
             "one more port: the minimum of write calls, one addRule per family, runtime and permanent (4b)",
             format!("{} calls", port_calls.len()),
             port_calls == ["addRule"; 4],
+        ),
+        target(
+            "validate on a working host, both families, ≤ 100 ms (4c)",
+            ms(validate),
+            validate <= Duration::from_millis(100),
         ),
         target(
             "10,000-rule direct.xml update ≤ 50 ms (5a)",

@@ -1,6 +1,8 @@
 //! The command line, defined once: parsing, `--help`, and (later) man pages and completions
 //! all come from these definitions. Flag names and meanings are kumactl's.
 
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +48,16 @@ pub enum Command {
     Status(Box<StatusArgs>),
     /// Turn iptables-restore text (kumactl's dry run, or iptables-save) into firewalld direct rules
     Translate(TranslateArgs),
+    /// Prove with real traffic that the rules redirect as they should (kumactl's `install transparent-proxy-validator`)
+    ///
+    /// Per installed family: kuma-dp's connection to 127.0.0.6 (::6) reaches the inbound port, as
+    /// kumactl's validator checks; another user's connection to an address outside the host lands on
+    /// the outbound port with its original destination; kuma-dp's own connection to it is left alone;
+    /// with DNS redirection, another user's DNS query reaches the DNS port. Each probe is sent as the
+    /// user it needs, and only to documentation addresses (198.51.100.0/24, 2001:db8::/32), the
+    /// --target given, or where it cannot leave the host. Run it before kuma-dp starts: Envoy holds the
+    /// ports the checks listen on. A failure comes with a diagnosis from what the host shows. Needs root.
+    Validate(Box<ValidateArgs>),
 }
 
 /// How a command prints its result.
@@ -98,6 +110,54 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// What to expect: the same flags and config as install; with none, what status takes as desired
+    #[command(flatten)]
+    pub rules: InstallArgs,
+
+    /// The port the inbound check listens on: kumactl's name for --redirect-inbound-port [default: 15006]
+    #[arg(long, value_name = "PORT", value_parser = values::parse_port, conflicts_with = "redirect_inbound_port")]
+    pub validation_server_port: Option<u16>,
+
+    /// Destination outside this host for the outbound checks, as ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT; one per family [default: 198.51.100.1 and 2001:db8::1, port 80 unless the rules exclude it]
+    #[arg(long = "target", value_name = "ADDRESS[:PORT]", value_parser = parse_target)]
+    pub outbound_target: Vec<SocketAddr>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `--target`: an address with an optional port (0 when none is given).
+fn parse_target(text: &str) -> Result<SocketAddr, String> {
+    let address = text
+        .parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+        .map_err(|_| {
+            format!(
+                "'{text}' is not ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT (e.g. 203.0.113.7:443)"
+            )
+        })?;
+    if text.ends_with(":0") {
+        return Err(format!("'{text}': port 0 is not a port to connect to"));
+    }
+    Ok(address)
+}
+
+/// kumactl's `install transparent-proxy-validator` is `validate`: the arguments with that
+/// spelling replaced, everything else as given.
+pub fn with_kumactl_spelling(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "install")
+        && args
+            .get(2)
+            .is_some_and(|a| a == "transparent-proxy-validator")
+    {
+        args.splice(1..3, [OsString::from("validate")]);
+    }
+    args
+}
+
+#[derive(Debug, Args)]
 pub struct TranslateArgs {
     /// iptables-restore text to read: kumactl's --dry-run output (### IPv4 ### / ### IPv6 ### sections) or iptables-save output; `-` or nothing reads stdin
     #[arg(value_name = "FILE")]
@@ -122,13 +182,13 @@ pub enum TranslateIpv {
 }
 
 /// Lets scripts keep kumactl's `install transparent-proxy` spelling.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Target {
     #[arg(value_parser = ["transparent-proxy"], hide = true)]
     pub target: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     #[command(flatten)]
     pub target: Target,
@@ -462,6 +522,10 @@ pub struct ManualSections {
 
 const FILES: &[(&str, &str)] = &[
     (
+        "/etc/tproxy-firewalld/config.yaml",
+        "the installed configuration (kumactl's keys): without flags, status and validate build the desired rules from it when it exists",
+    ),
+    (
         "/etc/firewalld/direct.xml",
         "firewalld's permanent direct configuration; our entries are the KUMA_MESH_* chains, the rules in them and rules carrying a kuma/mesh/transparent/proxy comment",
     ),
@@ -573,6 +637,20 @@ pub fn manual_sections(command: &str) -> ManualSections {
                 ("3", "drift: some view misses rules or has extra ones"),
             ],
         },
+        "validate" => ManualSections {
+            examples: &[
+                ("tproxy-firewalld validate", "Check the installed rules with real traffic, both families; a failure comes with its diagnosis."),
+                ("tproxy-firewalld install transparent-proxy-validator --ip-family-mode ipv4", "kumactl's spelling: the IPv4 checks only."),
+                ("tproxy-firewalld validate --kuma-dp-user kuma-dp --redirect-dns --target 203.0.113.7:443 --output json", "Expect what these flags install, probe 203.0.113.7:443, print JSON."),
+            ],
+            files: FILES,
+            environment: ENVIRONMENT,
+            exit_status: &[
+                ("0", "every check passed"),
+                ("1", "a check failed or could not run (or validate could not read the host); not root"),
+                ("2", "bad input"),
+            ],
+        },
         "translate" => ManualSections {
             examples: &[
                 ("kumactl install transparent-proxy --dry-run | tproxy-firewalld translate", "kumactl's rules as direct.xml entries, insert rules and IPv6 included."),
@@ -586,6 +664,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
             examples: &[
                 ("tproxy-firewalld install --kuma-dp-user kuma-dp --exclude-inbound-ports 22 --store-firewalld", "Install and keep the rules across reloads and reboots."),
                 ("tproxy-firewalld status", "Is everything still in place?"),
+                ("tproxy-firewalld validate", "Does it work? Real traffic through the rules."),
                 ("tproxy-firewalld uninstall", "Remove every rule of ours, and nothing else."),
             ],
             files: FILES,
@@ -634,6 +713,70 @@ mod tests {
             tree["redirect"]["inbound"]["excludePorts"],
             json!("22,80,443")
         );
+    }
+
+    #[test]
+    fn kumactls_validator_spelling_is_validate() {
+        let args = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
+        let spelled = with_kumactl_spelling(args(&[
+            "tproxy-firewalld",
+            "install",
+            "transparent-proxy-validator",
+            "--validation-server-port",
+            "15010",
+        ]));
+        assert_eq!(
+            spelled,
+            args(&[
+                "tproxy-firewalld",
+                "validate",
+                "--validation-server-port",
+                "15010"
+            ])
+        );
+        let Command::Validate(validate) = Cli::try_parse_from(spelled).unwrap().command else {
+            panic!("validate expected")
+        };
+        assert_eq!(validate.validation_server_port, Some(15010));
+        for kept in [
+            &["tproxy-firewalld", "install", "transparent-proxy"][..],
+            &[
+                "tproxy-firewalld",
+                "validate",
+                "transparent-proxy-validator",
+            ],
+            &[
+                "tproxy-firewalld",
+                "install",
+                "--dry-run",
+                "transparent-proxy-validator",
+            ],
+        ] {
+            assert_eq!(with_kumactl_spelling(args(kept)), args(kept));
+        }
+    }
+
+    #[test]
+    fn targets_take_an_optional_port() {
+        assert_eq!(
+            parse_target("203.0.113.7"),
+            Ok("203.0.113.7:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("203.0.113.7:443"),
+            Ok("203.0.113.7:443".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("2001:db8::7"),
+            Ok("[2001:db8::7]:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_target("[2001:db8::7]:443"),
+            Ok("[2001:db8::7]:443".parse().unwrap())
+        );
+        for bad in ["example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -138,14 +138,20 @@ pub fn run_checked(program: &Path, args: &[&str], stdin: Option<&str>) -> Result
         .with_context(|| format!("{} printed invalid UTF-8", program.display()))
 }
 
-/// Adds `::6/128` to the loopback interface: Envoy's inbound passthrough cluster uses it as
-/// source address for IPv6, and kumactl adds it too.
-pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
-    if has_address_on(
+/// Whether `::6`, the source of Envoy's IPv6 inbound passthrough, is on the loopback
+/// interface `loopback` (install adds it).
+pub fn has_ipv6_passthrough_address(loopback: &str) -> bool {
+    has_address_on(
         &read_if_inet6(),
         "00000000000000000000000000000006",
         loopback,
-    ) {
+    )
+}
+
+/// Adds `::6/128` to the loopback interface: Envoy's inbound passthrough cluster uses it as
+/// source address for IPv6, and kumactl adds it too.
+pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
+    if has_ipv6_passthrough_address(loopback) {
         return Ok(());
     }
     let ip = Path::new("ip");

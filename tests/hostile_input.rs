@@ -1507,6 +1507,7 @@ fn no_shell_is_ever_started() {
             Some(2),
         ),
         (with_dir(&["status", "--kuma-dp-user", "kuma-dp"]), None),
+        (with_dir(&["validate", "--kuma-dp-user", "kuma-dp"]), None),
         (
             os(&[
                 "inspect",

@@ -953,3 +953,51 @@ fn foreign_rules_stay_and_reinstall_is_idempotent_on_each_iptables() {
         assert_eq!(save(), before, "{cell:?}: uninstall");
     }
 }
+
+#[test]
+fn an_install_over_ssh_warns_when_the_session_port_is_redirected() {
+    let Some(sandbox) = common::sandbox("an_install_over_ssh_warns") else {
+        return;
+    };
+    // sshd's form: client address and port, server address and port.
+    let run = |session: &str, args: &[&str]| {
+        let mut full = vec![common::BIN, "install", "--kuma-dp-user", "kuma-dp"];
+        full.extend_from_slice(args);
+        let output = sandbox
+            .command(&full)
+            .env("SSH_CONNECTION", session)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        stderr
+    };
+    let warnings = |stderr: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains("warning: this SSH session"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let session = "203.0.113.9 51234 192.0.2.1 22";
+    let dry = run(session, &["--dry-run"]);
+    assert_eq!(
+        warnings(&dry),
+        ["tproxy-firewalld: warning: this SSH session came in on port 22 of 192.0.2.1, which these rules redirect to Envoy (port 15006): new SSH connections will reach Envoy, not sshd; add --exclude-inbound-ports 22 to keep SSH reachable"],
+        "{dry}"
+    );
+    // The install itself goes on, as kumactl's would.
+    let installed = run(session, &[]);
+    assert_eq!(warnings(&installed).len(), 1, "{installed}");
+    assert!(sandbox.save("iptables-save").contains("KUMA_MESH_INBOUND"));
+    let excluded = run(session, &["--exclude-inbound-ports", "22"]);
+    assert!(warnings(&excluded).is_empty(), "{excluded}");
+    let other_port = run(
+        "203.0.113.9 51234 192.0.2.1 2222",
+        &["--exclude-inbound-ports", "22"],
+    );
+    assert!(
+        warnings(&other_port)[0].contains("add --exclude-inbound-ports 2222"),
+        "{other_port}"
+    );
+}

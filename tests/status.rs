@@ -1,5 +1,6 @@
 //! `status` against a real firewalld and against raw iptables, in the test's namespaces:
-//! in sync after install, drift made by hand reported with exit status 3.
+//! in sync after install, drift made by hand (rules flushed, removed or reordered) reported
+//! with exit status 3.
 
 mod common;
 
@@ -12,6 +13,15 @@ const FLAGS: &[&str] = &[
     "--exclude-inbound-ports",
     "22",
 ];
+
+/// The rule that sends inbound traffic on to Envoy, and the one before it that keeps port 22
+/// (SSH) out: moved behind the redirect, the exclusion no longer excludes anything.
+const INBOUND_REDIRECT: &str =
+    "kuma/mesh/transparent/proxy/redirect all inbound traffic to the custom chain for processing";
+const REORDERED: &str = "order   ipv4 nat KUMA_MESH_INBOUND: \"redirect all inbound traffic to the custom chain for processing\" comes before \"exclude inbound traffic from port 22 from redirection\"";
+
+/// The installed configuration asking for what FLAGS ask for.
+const INSTALLED: &str = "kumaDPUser: kuma-dp\nredirect:\n  inbound:\n    excludePorts: [22]\n  dns:\n    enabled: true\n";
 
 fn status(sandbox: &common::Sandbox, extra: &[&str]) -> (i32, String) {
     let mut args = vec!["status"];
@@ -85,6 +95,59 @@ fn firewalld_views_are_in_sync_until_someone_flushes_or_edits() {
             ])
         );
         assert_eq!(permanent["extra"], serde_json::json!([]));
+        assert_eq!(permanent["out_of_order"], serde_json::json!([]));
+
+        // The SSH exclusion moved behind the inbound redirect in the permanent configuration,
+        // then a reload: every entry is still there, in an order that sends port 22 to Envoy.
+        world.tproxy_ok(&install);
+        let args = [
+            "-m",
+            "comment",
+            "--comment",
+            INBOUND_REDIRECT,
+            "-p",
+            "tcp",
+            "-j",
+            "KUMA_MESH_INBOUND_REDIRECT",
+        ];
+        let rule = [
+            "--permanent",
+            "--direct",
+            "ipv4",
+            "nat",
+            "KUMA_MESH_INBOUND",
+        ];
+        world.firewall_cmd_ok(
+            &[&rule[..2], &["--remove-rule"], &rule[2..], &["10"], &args].concat(),
+        );
+        world
+            .firewall_cmd_ok(&[&rule[..2], &["--add-rule"], &rule[2..], &["-100"], &args].concat());
+        world.firewall_cmd_ok(&["--reload"]);
+        let (code, out) = status(&world, FLAGS);
+        assert_eq!(code, 3, "{out}");
+        for view in ["permanent", "runtime", "kernel"] {
+            let line = out.lines().find(|l| l.starts_with(view)).unwrap();
+            assert!(
+                line.ends_with("0 missing, 0 extra, 1 out of order"),
+                "{out}"
+            );
+        }
+        assert_eq!(out.matches(REORDERED).count(), 3, "{out}");
+        // Without flags the permanent configuration is all there is to go by; the installed
+        // configuration, once there is one, is not the configuration being checked.
+        assert_eq!(status(&world, &[]).0, 0);
+        world.put_etc_file("tproxy-firewalld/config.yaml", INSTALLED);
+        let (code, out) = status(&world, &[]);
+        assert_eq!(code, 3, "{out}");
+        assert!(
+            out.contains("from the installed configuration /etc/tproxy-firewalld/config.yaml"),
+            "{out}"
+        );
+        assert_eq!(out.matches(REORDERED).count(), 3, "{out}");
+
+        world.tproxy_ok(&install);
+        let (code, out) = status(&world, &[]);
+        assert_eq!(code, 0, "install puts the order right: {out}");
     }
 }
 
@@ -117,4 +180,53 @@ fn raw_iptables_desired_against_the_kernel() {
         out.contains("extra   rule ipv4 nat KUMA_MESH_INBOUND -j RETURN"),
         "{out}"
     );
+}
+
+#[test]
+fn raw_iptables_order_is_part_of_the_rules() {
+    let Some(sandbox) = common::sandbox("status_raw_order") else {
+        return;
+    };
+    let mut install = vec!["install"];
+    install.extend_from_slice(FLAGS);
+    sandbox.tproxy_ok(&install);
+    // Rule 1 of KUMA_MESH_INBOUND excludes port 22, rule 2 redirects the rest.
+    sandbox.ok(&["iptables", "-t", "nat", "-D", "KUMA_MESH_INBOUND", "2"]);
+    sandbox.ok(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-I",
+        "KUMA_MESH_INBOUND",
+        "1",
+        "-p",
+        "tcp",
+        "-m",
+        "comment",
+        "--comment",
+        INBOUND_REDIRECT,
+        "-j",
+        "KUMA_MESH_INBOUND_REDIRECT",
+    ]);
+    let (code, out) = status(&sandbox, FLAGS);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("kernel (iptables nf_tables): 0 missing, 0 extra, 1 out of order"),
+        "{out}"
+    );
+    assert!(out.contains(REORDERED), "{out}");
+    let output = sandbox.tproxy(&[&["status"], FLAGS, &["--output", "json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json["views"][0]["out_of_order"],
+        serde_json::json!([{
+            "chain": "ipv4 nat KUMA_MESH_INBOUND",
+            "rule": "\"redirect all inbound traffic to the custom chain for processing\"",
+            "before": "\"exclude inbound traffic from port 22 from redirection\"",
+        }])
+    );
+
+    sandbox.tproxy_ok(&install);
+    let (code, out) = status(&sandbox, FLAGS);
+    assert_eq!(code, 0, "install puts the order right: {out}");
 }

@@ -3,7 +3,9 @@ use std::io;
 use anyhow::{anyhow, bail, Result};
 
 use super::target::{self, Target};
-use super::{detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options};
+use super::{
+    detect_xtables_preferring, notice, print_changes, print_file_plan, restore_options, ssh,
+};
 use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
 use crate::backend::firewalld::{self, Asked, Bus, Firewalld, FirewalldBackend, Presence, Reading};
@@ -177,6 +179,10 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         fresh,
         facts,
     } = prepare(args, false)?;
+    let session = std::env::var(ssh::SSH_CONNECTION).ok();
+    if let Some(warning) = ssh::lockout_warning(&config, session.as_deref()) {
+        notice(warning);
+    }
     match target {
         Target::Firewalld(firewalld) => {
             with_firewalld(firewalld, reading, args, &config, xtables, &desired)

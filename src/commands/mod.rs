@@ -2,10 +2,12 @@
 
 mod inspect;
 mod install;
+mod ssh;
 mod status;
 mod target;
 mod translate;
 mod uninstall;
+mod validate;
 
 use std::fmt;
 
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Translate(args) => translate::run(&args).map(|()| 0),
+        Command::Validate(args) => validate::run(&args),
     }?;
     Ok(status)
 }

@@ -390,6 +390,40 @@ impl Sandbox {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Puts `contents` at `/etc/<name>` inside the sandbox. The first call lays an overlay
+    /// over /etc whose changes live in a tmpfs of the sandbox, and binds the sandbox's
+    /// passwd, resolv.conf and firewalld directory over it again: the host's /etc is
+    /// never written.
+    pub fn put_etc_file(&self, name: &str, contents: &str) {
+        let layer = self.path("etc-layer");
+        if !layer.exists() {
+            std::fs::create_dir(&layer).unwrap();
+            let layer = layer.to_str().unwrap();
+            let (upper, work) = (format!("{layer}/upper"), format!("{layer}/work"));
+            self.ok(&["mount", "-t", "tmpfs", "tmpfs", layer]);
+            self.ok(&["mkdir", &upper, &work]);
+            let options = format!("lowerdir=/etc,upperdir={upper},workdir={work}");
+            self.ok(&["mount", "-t", "overlay", "overlay", "-o", &options, "/etc"]);
+            let passwd = self.path("passwd");
+            let resolv = self.path("resolv.conf");
+            let firewalld = self.firewalld_dir();
+            for (from, to) in [
+                (passwd.as_path(), "/etc/passwd"),
+                (resolv.as_path(), "/etc/resolv.conf"),
+                (firewalld.as_path(), "/etc/firewalld"),
+            ] {
+                if Path::new(to).exists() {
+                    self.ok(&["mount", "--bind", from.to_str().unwrap(), to]);
+                }
+            }
+        }
+        let staged = self.path("etc-file");
+        std::fs::write(&staged, contents).unwrap();
+        let target = Path::new("/etc").join(name);
+        self.ok(&["mkdir", "-p", target.parent().unwrap().to_str().unwrap()]);
+        self.ok(&["cp", staged.to_str().unwrap(), target.to_str().unwrap()]);
+    }
 }
 
 /// An entry of a layer laid over a directory of the sandbox ([`Sandbox::overlay`]).
