@@ -77,7 +77,7 @@ pub fn find() -> Result<Presence> {
 /// How long to wait for the bus, and for a firewalld still starting.
 fn start_timeout() -> Result<Duration> {
     Ok(
-        crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
+        crate::system::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
             .map_err(BadInput)?,
     )
 }
@@ -307,7 +307,7 @@ impl RuntimeReading {
 
     fn answer(self) -> Result<DirectConfig> {
         let answers = || -> zbus::Result<DirectConfig> {
-            Ok(bus::from_wire((
+            Ok(from_wire((
                 self.chains.answer()?,
                 self.rules.answer()?,
                 self.passthroughs.answer()?,
@@ -323,7 +323,7 @@ fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Sent<WireSe
 
 fn permanent_answer(sent: bus::Sent<WireSettings>) -> Result<DirectConfig> {
     sent.answer()
-        .map(bus::from_wire)
+        .map(from_wire)
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
 }
 
@@ -573,9 +573,37 @@ fn foreign_additions(changes: Vec<RuntimeChange>) -> Vec<Change> {
 /// The change that adds `entry`.
 fn addition(entry: bus::Entry) -> Change {
     match entry {
-        bus::Entry::Chain(c) => Change::AddChain(c),
-        bus::Entry::Rule(r) => Change::AddRule(r),
-        bus::Entry::Passthrough(p) => Change::AddPassthrough(p),
+        bus::Entry::Chain((ipv, table, chain)) => {
+            Change::AddChain(DirectChain { ipv, table, chain })
+        }
+        bus::Entry::Rule(rule) => Change::AddRule(rule_from_wire(rule)),
+        bus::Entry::Passthrough((ipv, args)) => Change::AddPassthrough(Passthrough { ipv, args }),
+    }
+}
+
+fn rule_from_wire((ipv, table, chain, priority, args): WireRule) -> DirectRule {
+    DirectRule {
+        ipv,
+        table,
+        chain,
+        priority,
+        args,
+    }
+}
+
+/// firewalld's `(chains, rules, passthroughs)` as a direct configuration.
+pub fn from_wire(settings: WireSettings) -> DirectConfig {
+    let (chains, rules, passthroughs) = settings;
+    DirectConfig {
+        chains: chains
+            .into_iter()
+            .map(|(ipv, table, chain)| DirectChain { ipv, table, chain })
+            .collect(),
+        rules: rules.into_iter().map(rule_from_wire).collect(),
+        passthroughs: passthroughs
+            .into_iter()
+            .map(|(ipv, args)| Passthrough { ipv, args })
+            .collect(),
     }
 }
 
@@ -1156,20 +1184,60 @@ fn notice(message: impl fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::test_entries::{chain, rule};
+    use crate::direct::test_entries::rule;
+
+    #[test]
+    fn from_wire_keeps_every_field() {
+        let config = DirectConfig {
+            chains: vec![DirectChain {
+                ipv: "eb".into(),
+                table: "broute".into(),
+                chain: "X".into(),
+            }],
+            rules: vec![DirectRule {
+                ipv: "ipv6".into(),
+                table: "nat".into(),
+                chain: "OUTPUT".into(),
+                priority: -3,
+                args: vec!["-j".into(), "it's".into()],
+            }],
+            passthroughs: vec![Passthrough {
+                ipv: "ipv4".into(),
+                args: vec!["-A".into(), "INPUT".into()],
+            }],
+        };
+        let wire = (
+            vec![("eb".into(), "broute".into(), "X".into())],
+            vec![(
+                "ipv6".into(),
+                "nat".into(),
+                "OUTPUT".into(),
+                -3,
+                vec!["-j".into(), "it's".into()],
+            )],
+            vec![("ipv4".into(), vec!["-A".into(), "INPUT".into()])],
+        );
+        assert_eq!(from_wire(wire), config);
+    }
 
     #[test]
     fn foreign_additions_are_what_others_added_and_kept() {
-        let kept = rule("ipv4", "filter", "INPUT", 0, &["-j", "ACCEPT"]);
-        let undone = rule("ipv4", "filter", "INPUT", 1, &["-j", "DROP"]);
-        let ours = chain("ipv4", "nat", "KUMA_MESH_OUTBOUND");
+        let wire = |port: &str| -> WireRule {
+            let args = ["-p", "tcp", "--dport", port, "-j", "ACCEPT"];
+            let args = args.map(String::from).to_vec();
+            ("ipv4".into(), "filter".into(), "INPUT".into(), 0, args)
+        };
+        let ours = ("ipv4".into(), "nat".into(), "KUMA_MESH_OUTBOUND".into());
         let changes = vec![
-            RuntimeChange::Added(bus::Entry::Rule(undone.clone())),
-            RuntimeChange::Added(bus::Entry::Rule(kept.clone())),
+            RuntimeChange::Added(bus::Entry::Rule(wire("1"))),
+            RuntimeChange::Added(bus::Entry::Rule(wire("2"))),
             RuntimeChange::Added(bus::Entry::Chain(ours)),
-            RuntimeChange::Removed(bus::Entry::Rule(undone)),
+            RuntimeChange::Removed(bus::Entry::Rule(wire("1"))),
         ];
-        assert_eq!(foreign_additions(changes), [Change::AddRule(kept)]);
+        assert_eq!(
+            foreign_additions(changes),
+            [Change::AddRule(rule_from_wire(wire("2")))]
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::family::Family;
 use crate::format::nfnetlink::{self, Part, Request};
-use crate::host;
 use crate::ruleset::Features;
+use crate::system::netlink::NetfilterSocket;
+use crate::system::process;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -148,7 +149,7 @@ impl Xtables {
                 _ => {}
             }
         }
-        host::run_checked(&self.save, &[], None)
+        process::run_checked(&self.save, &[], None)
     }
 
     /// `iptables-save` of every table as last read, if nothing was restored since.
@@ -179,7 +180,7 @@ impl Xtables {
     }
 
     fn save_table(&self, table: &str) -> Option<String> {
-        host::run_checked(&self.save, &["-t", table], None).ok()
+        process::run_checked(&self.save, &["-t", table], None).ok()
     }
 
     /// Whether a table can be used: nf_tables always has them; legacy needs its module,
@@ -200,7 +201,7 @@ impl Xtables {
                 dir.join(format!("libxt_{module}.so")).exists()
                     || dir.join(format!("lib{family}_{module}.so")).exists()
             }
-            None => host::run(&self.iptables, &["-m", module, "-h"], None)
+            None => process::run(&self.iptables, &["-m", module, "-h"], None)
                 .is_ok_and(|o| o.status.success()),
         }
     }
@@ -341,14 +342,14 @@ impl Xtables {
         let mut args = self.restore_args(options, false);
         args.retain(|a| a != "--noflush");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
+        process::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
     }
 
     /// Checks a restore script without applying it.
     pub fn test_restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
         let args = self.restore_args(options, true);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+        process::run_checked(&self.restore, &args, Some(script)).map(|_| ())
     }
 
     /// Applies a restore script as one transaction, retrying as configured.
@@ -383,7 +384,7 @@ impl Xtables {
         self.forget_snapshot();
         let args = self.restore_args(options, false);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+        process::run_checked(&self.restore, &args, Some(script)).map(|_| ())
     }
 }
 
@@ -528,7 +529,7 @@ fn mode_of(path: &Path) -> Option<Mode> {
             _ => {}
         }
     }
-    let output = host::run(path, &["--version"], None).ok()?;
+    let output = process::run(path, &["--version"], None).ok()?;
     if !output.status.success() {
         return Some(Mode::Legacy);
     }
@@ -549,24 +550,16 @@ fn parse_version_mode(text: &str) -> Option<Mode> {
     }
 }
 
-/// A netlink socket to nf_tables, asking one thing at a time.
+/// Asks nf_tables one thing at a time over a netlink socket.
 struct Netlink {
-    socket: std::os::fd::OwnedFd,
+    socket: NetfilterSocket,
     sequence: u32,
 }
 
 impl Netlink {
     fn open() -> Option<Self> {
-        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
-        let socket = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .ok()?;
         Some(Self {
-            socket,
+            socket: NetfilterSocket::open().ok()?,
             sequence: 0,
         })
     }
@@ -575,23 +568,13 @@ impl Netlink {
     /// message. None when the kernel refuses, a dump was interrupted by a change, or the
     /// answer cannot be read.
     fn ask(&mut self, request: Request) -> Option<Vec<Part>> {
-        use nix::sys::socket::{recv, send, MsgFlags};
-        use std::os::fd::AsRawFd as _;
         self.sequence += 1;
         let dump = matches!(request, Request::Chains(_) | Request::Rules { .. });
-        let message = request.message(self.sequence);
-        let sent = send(self.socket.as_raw_fd(), &message, MsgFlags::empty()).ok()?;
-        if sent != message.len() {
-            return None;
-        }
+        self.socket.send(&request.message(self.sequence)).ok()?;
         let mut parts = Vec::new();
-        // Large enough for any message the kernel sends in one go (it fills up to 32 KiB).
-        let mut buffer = vec![0; 64 * 1024];
         loop {
-            // MSG_TRUNC: the length of the whole message, even when it did not fit.
-            let length = recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_TRUNC).ok()?;
-            let answers = nfnetlink::answers(buffer.get(..length)?).ok()?;
-            for answer in answers {
+            let received = self.socket.receive().ok()?;
+            for answer in nfnetlink::answers(received).ok()? {
                 if answer.sequence != self.sequence {
                     continue;
                 }

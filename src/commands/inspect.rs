@@ -25,6 +25,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 
 use crate::format::direct_json::JsonEntry;
+use crate::system::process;
 
 use crate::backend::direct_file::MAX_SIZE;
 use crate::backend::firewalld::{self, Presence};
@@ -34,7 +35,6 @@ use crate::direct::{self, DirectConfig, Subject};
 use crate::error::BadInput;
 use crate::family::Family;
 use crate::format::direct_xml::{self, Entry};
-use crate::host;
 use crate::quoting::join_args;
 
 pub fn run(args: &InspectArgs) -> Result<u8> {
@@ -531,7 +531,7 @@ fn test_restore(xtables: &Xtables, script: &str) -> Result<(), String> {
         args.push("--wait=10");
     }
     args.extend(["--noflush", "--test"]);
-    let output = host::run(&xtables.restore, &args, Some(script))
+    let output = process::run(&xtables.restore, &args, Some(script))
         .map_err(|e| format!("cannot run {}: {e}", xtables.restore.display()))?;
     if output.status.success() {
         return Ok(());

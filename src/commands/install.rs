@@ -18,13 +18,13 @@ use crate::config::{self, Config, IpFamilyMode, Sources};
 use crate::error::BadInput;
 use crate::family::Family;
 use crate::format::{direct_xml, restore};
-use crate::host;
-use crate::lock::Lock;
 use crate::ruleset::{self, FamilyFacts, Features, Ruleset};
+use crate::system::host;
+use crate::system::lock::Lock;
 
 /// The rules `args` ask for and where they would go.
 pub(super) struct Desired {
-    /// Held until the run ends when it changes the firewall (crate::lock).
+    /// Held until the run ends when it changes the firewall (crate::system::lock).
     pub lock: Option<Lock>,
     pub config: Config,
     pub target: Target,
@@ -76,7 +76,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
     }
     // One run that changes the firewall at a time; taken before anything is read, so the
     // plan is made from the state this run will change.
-    let lock = crate::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
+    let lock = crate::system::lock::for_changes(read_only, &args.firewalld.firewalld_config_dir)?;
     // Without changes to make, root and iptables are optional: probe what can be probed,
     // assume the rest.
     let detect = |mode, read_tables| -> Result<Vec<Xtables>> {

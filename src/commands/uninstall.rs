@@ -13,8 +13,8 @@ use crate::config::settings::Settings;
 use crate::config::sources;
 use crate::direct::DirectConfig;
 use crate::error::BadInput;
-use crate::host;
 use crate::ruleset::Ruleset;
+use crate::system::host;
 
 pub fn run(args: &UninstallArgs) -> Result<()> {
     let mut tree = json!({});
@@ -25,8 +25,9 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
     if !args.dry_run && !host::is_root() {
         bail!("uninstall changes the firewall and needs root (use --dry-run to see what it would remove)");
     }
-    // One run that changes the firewall at a time (crate::lock).
-    let _lock = crate::lock::for_changes(args.dry_run, &args.firewalld.firewalld_config_dir)?;
+    // One run that changes the firewall at a time (crate::system::lock).
+    let _lock =
+        crate::system::lock::for_changes(args.dry_run, &args.firewalld.firewalld_config_dir)?;
     let nothing = Ruleset::default();
     let permanent_too = !args.keep_permanent;
     let target = target::choose(&args.firewalld, permanent_too)?;

@@ -13,8 +13,8 @@ use crate::config::IpFamilyMode;
 use crate::direct::DirectConfig;
 use crate::error::BadInput;
 use crate::family::Family;
-use crate::host;
-use crate::probe::Transport;
+use crate::system::host;
+use crate::system::probe::Transport;
 use crate::validate::simulate::NatRules;
 use crate::validate::{self, Cause, CheckResult, FamilySetup, Verdict};
 

@@ -110,7 +110,7 @@ pub struct Loaded {
 pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
     let mut merged = Value::Object(Default::default());
     let mut warnings = Vec::new();
-    let only_root_writable = sources.changes_firewall && crate::host::is_root();
+    let only_root_writable = sources.changes_firewall && crate::system::host::is_root();
     for file in expand_file_list(sources.files) {
         let layer = sources::read_config_file(&file, sources.stdin, only_root_writable)?;
         sources::merge(&mut merged, layer);

@@ -22,8 +22,6 @@ use zbus::blocking::Connection;
 use zbus::proxy::MethodFlags;
 use zbus::zvariant;
 
-use crate::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
-
 pub const SERVICE: &str = "org.fedoraproject.FirewallD1";
 const EXCEPTION: &str = "org.fedoraproject.FirewallD1.Exception";
 const NOT_AUTHORIZED: &str = "org.fedoraproject.FirewallD1.NotAuthorizedException";
@@ -276,9 +274,9 @@ pub enum RuntimeChange {
 /// A runtime direct entry, as firewalld's signals carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Chain(DirectChain),
-    Rule(DirectRule),
-    Passthrough(Passthrough),
+    Chain(WireChain),
+    Rule(WireRule),
+    Passthrough(WirePassthrough),
 }
 
 /// firewalld's signals for changes of its runtime direct configuration, each followed by
@@ -326,24 +324,9 @@ impl RuntimeChanges {
 fn runtime_change(member: &str, message: &zbus::Message) -> Option<RuntimeChange> {
     let body = message.body();
     let entry = match member {
-        "ChainAdded" | "ChainRemoved" => {
-            let (ipv, table, chain) = body.deserialize::<WireChain>().ok()?;
-            Entry::Chain(DirectChain { ipv, table, chain })
-        }
-        "RuleAdded" | "RuleRemoved" => {
-            let (ipv, table, chain, priority, args) = body.deserialize::<WireRule>().ok()?;
-            Entry::Rule(DirectRule {
-                ipv,
-                table,
-                chain,
-                priority,
-                args,
-            })
-        }
-        "PassthroughAdded" | "PassthroughRemoved" => {
-            let (ipv, args) = body.deserialize::<WirePassthrough>().ok()?;
-            Entry::Passthrough(Passthrough { ipv, args })
-        }
+        "ChainAdded" | "ChainRemoved" => Entry::Chain(body.deserialize().ok()?),
+        "RuleAdded" | "RuleRemoved" => Entry::Rule(body.deserialize().ok()?),
+        "PassthroughAdded" | "PassthroughRemoved" => Entry::Passthrough(body.deserialize().ok()?),
         _ => return None,
     };
     Some(if member.ends_with("Added") {
@@ -403,30 +386,6 @@ fn plain_socket_path(address: &str) -> Option<&str> {
     address
         .strip_prefix("unix:path=")
         .filter(|path| !path.is_empty() && !path.contains([',', ';', '%']))
-}
-
-pub fn from_wire(settings: WireSettings) -> DirectConfig {
-    let (chains, rules, passthroughs) = settings;
-    DirectConfig {
-        chains: chains
-            .into_iter()
-            .map(|(ipv, table, chain)| DirectChain { ipv, table, chain })
-            .collect(),
-        rules: rules
-            .into_iter()
-            .map(|(ipv, table, chain, priority, args)| DirectRule {
-                ipv,
-                table,
-                chain,
-                priority,
-                args,
-            })
-            .collect(),
-        passthroughs: passthroughs
-            .into_iter()
-            .map(|(ipv, args)| Passthrough { ipv, args })
-            .collect(),
-    }
 }
 
 /// True for the bus's answer that nobody owns the name called (NoAutoStart calls).
@@ -525,39 +484,5 @@ mod tests {
         ] {
             assert_eq!(plain_socket_path(other), None, "{other}");
         }
-    }
-
-    #[test]
-    fn from_wire_keeps_every_field() {
-        let config = DirectConfig {
-            chains: vec![DirectChain {
-                ipv: "eb".into(),
-                table: "broute".into(),
-                chain: "X".into(),
-            }],
-            rules: vec![DirectRule {
-                ipv: "ipv6".into(),
-                table: "nat".into(),
-                chain: "OUTPUT".into(),
-                priority: -3,
-                args: vec!["-j".into(), "it's".into()],
-            }],
-            passthroughs: vec![Passthrough {
-                ipv: "ipv4".into(),
-                args: vec!["-A".into(), "INPUT".into()],
-            }],
-        };
-        let wire = (
-            vec![("eb".into(), "broute".into(), "X".into())],
-            vec![(
-                "ipv6".into(),
-                "nat".into(),
-                "OUTPUT".into(),
-                -3,
-                vec!["-j".into(), "it's".into()],
-            )],
-            vec![("ipv4".into(), vec!["-A".into(), "INPUT".into()])],
-        );
-        assert_eq!(from_wire(wire), config);
     }
 }

@@ -2,3 +2,8 @@
 //! netlink, other programs, files). The layers above decide; this one carries it out.
 
 pub mod bus;
+pub mod host;
+pub mod lock;
+pub mod netlink;
+pub mod probe;
+pub mod process;

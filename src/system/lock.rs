@@ -35,7 +35,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::BadInput;
-use crate::host;
+use crate::system::host;
 
 /// The lock a run holds while it changes the firewall.
 pub const LOCK_FILE: &str = "/run/tproxy-firewalld.lock";
