@@ -20,18 +20,22 @@ use zbus::blocking::Connection;
 use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
 use super::xtables::{Mode, RestoreOptions, Xtables};
-use super::{Backend, Outcome};
-use crate::direct::{self, plan, Change, DirectChain, DirectConfig, DirectRule, Passthrough, Plan};
-use crate::error::BadInput;
+use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
+use crate::config::START_TIMEOUT_ENV;
+use crate::direct::{self, diff, Change, Diff, DirectChain, DirectConfig, DirectRule, Passthrough};
+use crate::format::direct_xml;
 use crate::ruleset::Ruleset;
 use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
+use crate::system::notice;
 
 /// A connection to a running firewalld and what it told us about itself.
 pub struct Firewalld {
     connection: Connection,
+    /// How long to wait for firewalld while it starts (or restarts).
+    patience: Duration,
     firewalld: FirewallD<'static>,
     runtime: RuntimeDirect<'static>,
     permanent: PermanentDirect<'static>,
@@ -57,29 +61,26 @@ pub enum Presence {
 /// The system bus, connected; firewalld may or may not be on it.
 pub struct Bus {
     connection: Connection,
+    /// How long to wait for firewalld while it starts (or restarts).
+    patience: Duration,
 }
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
-/// none. Whether firewalld is on it, [`Asked::presence`] finds out.
-pub fn connect() -> Result<Option<Bus>> {
-    let patience = start_timeout()?;
+/// none. `patience`: how long the bus, and firewalld while it starts, may take to answer.
+/// Whether firewalld is on it, [`Asked::presence`] finds out.
+pub fn connect(patience: Duration) -> Result<Option<Bus>> {
     let connection = bus::system_bus(patience).map_err(|e| {
         anyhow!("{e}; is dbus-daemon stuck? Run again once it answers, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed")
     })?;
-    Ok(connection.map(|connection| Bus { connection }))
+    Ok(connection.map(|connection| Bus {
+        connection,
+        patience,
+    }))
 }
 
 /// Looks for firewalld on the system bus.
-pub fn find() -> Result<Presence> {
-    connect()?.map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
-}
-
-/// How long to wait for the bus, and for a firewalld still starting.
-fn start_timeout() -> Result<Duration> {
-    Ok(
-        crate::system::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
-            .map_err(BadInput)?,
-    )
+pub fn find(patience: Duration) -> Result<Presence> {
+    connect(patience)?.map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
 }
 
 impl Bus {
@@ -96,6 +97,7 @@ impl Bus {
                     "org.fedoraproject.FirewallD1.config",
                 )?,
                 connection: self.connection.clone(),
+                patience: self.patience,
             })
         };
         sent().map_err(|e| failure("asking firewalld for its state", &e))
@@ -107,6 +109,7 @@ type Properties = HashMap<String, zbus::zvariant::OwnedValue>;
 /// firewalld's state and settings, asked for (see [`Bus::ask`]).
 pub struct Asked {
     connection: Connection,
+    patience: Duration,
     main: bus::Sent<Properties>,
     settings: bus::Sent<Properties>,
 }
@@ -134,14 +137,15 @@ impl Asked {
     /// this ask again once it is back.
     pub fn presence(self) -> Result<Presence> {
         let connection = self.connection.clone();
+        let self_patience = self.patience;
         match self.answers() {
-            Err(error) if is_gone(&error) => presence_once_back(&connection),
+            Err(error) if is_gone(&error) => presence_once_back(&connection, self_patience),
             presence => presence,
         }
     }
 
     fn answers(mut self) -> Result<Presence> {
-        let timeout = start_timeout()?;
+        let timeout = self.patience;
         let main = match main_properties_once_started(&mut self.main, timeout)? {
             Some(main) => bus::strings(main),
             None => return Ok(Presence::Absent),
@@ -159,6 +163,7 @@ impl Asked {
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
                 connection: connection.clone(),
+                patience: timeout,
                 firewalld: bus::uncached(&connection)?,
                 runtime: bus::uncached(&connection)?,
                 permanent: bus::uncached(&connection)?,
@@ -175,13 +180,13 @@ impl Asked {
 
 /// firewalld's presence after it left the bus: asked again until it is back, for up to the
 /// start timeout; Absent when it is still gone then (it stopped).
-fn presence_once_back(connection: &Connection) -> Result<Presence> {
-    let patience = start_timeout()?;
+fn presence_once_back(connection: &Connection, patience: Duration) -> Result<Presence> {
     let deadline = Instant::now() + patience;
     let mut told = false;
     loop {
         let bus = Bus {
             connection: connection.clone(),
+            patience,
         };
         let presence = bus.ask()?.answers();
         let gone = match &presence {
@@ -204,9 +209,6 @@ fn presence_once_back(connection: &Connection) -> Result<Presence> {
 }
 
 /// How long a run waits for the system bus and a starting firewalld by default.
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Overrides [`DEFAULT_START_TIMEOUT`]: a whole number of seconds.
-pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";
 /// How long firewalld may take to answer before we tell the operator we are waiting.
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -224,10 +226,10 @@ fn main_properties_once_started(
     let answer = match main.answer_within(PATIENCE) {
         Some(answer) => answer,
         None => {
-            eprintln!(
-                "tproxy-firewalld: firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
+            notice(format!(
+                "firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
                 timeout.as_secs()
-            );
+            ));
             main.answer_within(timeout.saturating_sub(PATIENCE))
                 .ok_or_else(|| {
                     anyhow!(
@@ -545,7 +547,7 @@ fn is_off(value: Option<&str>) -> bool {
 
 /// Foreign runtime entries that the permanent configuration does not hold, described.
 fn runtime_only_foreign(runtime: &DirectConfig, permanent: &DirectConfig) -> Vec<String> {
-    let only = |config: &DirectConfig| plan(&DirectConfig::default(), config).changes;
+    let only = |config: &DirectConfig| diff(&DirectConfig::default(), config).changes;
     let stored = only(permanent);
     only(runtime)
         .into_iter()
@@ -656,9 +658,13 @@ impl fmt::Display for Refused<'_> {
 
 /// What the backend would do, per target.
 pub struct FirewalldPlan {
-    pub runtime: Plan,
-    /// The permanent plan and the permanent configuration it leaves, when storing.
-    pub permanent: Option<(Plan, DirectConfig)>,
+    /// The backend's name, for the plan's headings.
+    backend: String,
+    /// The rules planned for.
+    ruleset: Ruleset,
+    pub runtime: Diff,
+    /// The permanent changes and the permanent configuration they leave, when storing.
+    pub permanent: Option<(Diff, DirectConfig)>,
     /// Our entries, as they will be.
     pub desired: DirectConfig,
     /// Not storing, and the permanent configuration holds other entries of ours: they
@@ -671,6 +677,26 @@ pub struct FirewalldPlan {
 impl FirewalldPlan {
     fn writes(&self) -> bool {
         !self.runtime.is_empty() || self.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty())
+    }
+}
+
+/// The dry run: each target's changes, and the direct.xml firewalld will write.
+impl fmt::Display for FirewalldPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "### {}: runtime ###\n{}", self.backend, self.runtime)?;
+        if let Some((permanent, after)) = &self.permanent {
+            write!(
+                f,
+                "\n### {}: permanent configuration (direct.xml) ###\n{permanent}",
+                self.backend
+            )?;
+            write!(
+                f,
+                "\n### resulting direct.xml, as firewalld writes it ###\n{}",
+                direct_xml::render(after)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -786,11 +812,7 @@ impl FirewalldBackend {
             .and_then(|m| m.parse::<u32>().ok());
         let flushes =
             major.is_some_and(|m| m >= 2) && self.firewalld.firewall_backend == "nftables";
-        if !flushes
-            || !plan.runtime_was_empty
-            || plan.runtime.count(true) == 0
-            || self.flush_accepted
-        {
+        if !flushes || !plan.runtime_was_empty || plan.runtime.added() == 0 || self.flush_accepted {
             return Ok(());
         }
         let mut found = Vec::new();
@@ -828,7 +850,7 @@ impl FirewalldBackend {
 
     /// Reads both configurations (those read while the rules were built, the first time)
     /// and plans our entries in them.
-    pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+    fn plan_for(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
         let reading = match (self.reading.take(), self.disruptions.take()) {
             (Some(reading), _) => reading,
             (None, Some(disruptions)) => self.firewalld.read_watched(disruptions),
@@ -850,12 +872,14 @@ impl FirewalldBackend {
         // Priorities follow the stored rules when storing, so both targets agree.
         let desired = direct::translate(ruleset, permanent.as_ref().unwrap_or(&runtime));
         let permanent = permanent.map(|current| {
-            let plan = plan(&current, &desired);
-            let after = current.after(&plan);
-            (plan, after)
+            let changes = diff(&current, &desired);
+            let after = current.after(&changes);
+            (changes, after)
         });
         Ok(FirewalldPlan {
-            runtime: plan(&runtime, &desired),
+            backend: self.name(),
+            ruleset: ruleset.clone(),
+            runtime: diff(&runtime, &desired),
             permanent,
             runtime_was_empty: runtime.is_empty(),
             permanent_differs: stored_elsewise
@@ -1040,14 +1064,12 @@ impl FirewalldBackend {
         }
     }
 
-    /// One read, plan, apply and verify.
-    fn attempt(&mut self, desired: &Ruleset) -> Result<FirewalldPlan, Stop> {
-        let plan = self.plan(desired)?;
-        self.refuse_foreign_flush(&plan)?;
-        let writes = plan.writes();
-        if writes {
+    /// Applies `plan` and verifies it.
+    fn attempt(&mut self, plan: &FirewalldPlan) -> Result<(), Stop> {
+        self.refuse_foreign_flush(plan)?;
+        if plan.writes() {
             self.wrote = true;
-            let runtime_done = self.check_and_apply_runtime(&plan, desired)?;
+            let runtime_done = self.check_and_apply_runtime(plan, &plan.ruleset)?;
             if let Some((permanent, _)) = &plan.permanent {
                 if let Err(refused) = self
                     .firewalld
@@ -1057,14 +1079,14 @@ impl FirewalldBackend {
                 }
             }
             // Without writes the plan was made from what was just read: nothing to read back.
-            self.verify(&plan)?;
+            self.verify(plan)?;
         }
         // A reload or restart before firewalld answered our last read: what we read may
         // already be gone.
         if let Some(disruption) = self.disrupted() {
             return Err(Stop::Disrupted(Disturbance::Firewalld(disruption)));
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Reads both targets back: our entries must be exactly the desired ones.
@@ -1086,7 +1108,7 @@ impl FirewalldBackend {
     /// After a disruption: waits until firewalld runs again, and talks to whoever owns its
     /// name now (a restart may bring another version or other settings).
     fn reconnect(&mut self) -> Result<()> {
-        match presence_once_back(&self.firewalld.connection)? {
+        match presence_once_back(&self.firewalld.connection, self.firewalld.patience)? {
             Presence::Running(firewalld) => {
                 self.firewalld = firewalld;
                 Ok(())
@@ -1096,7 +1118,7 @@ impl FirewalldBackend {
             ),
             Presence::Absent => bail!(
                 "firewalld stopped during the run and did not come back within {} s; its permanent configuration may hold part of the change: run again, with firewalld running or stopped",
-                start_timeout()?.as_secs()
+                self.firewalld.patience.as_secs()
             ),
         }
     }
@@ -1117,36 +1139,71 @@ impl Backend for FirewalldBackend {
         )
     }
 
-    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let mut disturbances: Vec<Disturbance> = Vec::new();
-        let plan = loop {
-            match self.attempt(desired) {
-                Ok(done) => break done,
-                Err(Stop::Failed(error)) => return Err(error),
-                Err(Stop::Disrupted(what)) => {
-                    disturbances.push(what);
-                    if disturbances.len() > MAX_DISRUPTIONS {
-                        bail!(
-                            "{} during the run ({} times; gave up): our entries may be partly in place; run again once firewalld is left alone",
-                            summarise(&disturbances),
-                            disturbances.len()
-                        );
-                    }
-                    notice(format!(
-                        "{} during the run; reading its configuration again",
-                        what.describe()
-                    ));
-                    self.reconnect()?;
-                }
-            }
+    fn observe(&mut self) -> Result<Observation> {
+        let name = self.name();
+        let permanent = self.firewalld.permanent_config()?.owned();
+        let runtime = self.firewalld.runtime_config()?.owned();
+        Ok(Observation {
+            views: vec![
+                View {
+                    name: format!("permanent ({name})"),
+                    kind: ViewKind::Permanent,
+                    entries: Ok(permanent),
+                },
+                View {
+                    name: format!("runtime ({name})"),
+                    kind: ViewKind::Runtime,
+                    entries: Ok(runtime),
+                },
+            ],
+            rfc3964_ipv4: Some(self.firewalld.rfc3964_ipv4()),
+        })
+    }
+
+    fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
+        Ok(Plan::Firewalld(self.plan_for(desired)?))
+    }
+
+    /// Applies the plan; a reload or restart of firewalld meanwhile (or our entries not as
+    /// applied) makes it read, plan and apply again, a bounded number of times.
+    fn apply(&mut self, plan: Plan) -> Result<Outcome> {
+        let Plan::Firewalld(mut plan) = plan else {
+            return Err(foreign_plan(&self.name()));
         };
+        let mut disturbances: Vec<Disturbance> = Vec::new();
+        loop {
+            let what = match self.attempt(&plan) {
+                Ok(()) => break,
+                Err(Stop::Failed(error)) => return Err(error),
+                Err(Stop::Disrupted(what)) => what,
+            };
+            disturbances.push(what);
+            if disturbances.len() > MAX_DISRUPTIONS {
+                bail!(
+                    "{} during the run ({} times; gave up): our entries may be partly in place; run again once firewalld is left alone",
+                    summarise(&disturbances),
+                    disturbances.len()
+                );
+            }
+            notice(format!(
+                "{} during the run; reading its configuration again",
+                what.describe()
+            ));
+            self.reconnect()?;
+            match self.plan_for(&plan.ruleset) {
+                Ok(again) => plan = again,
+                // firewalld went away again before it answered: the next attempt waits.
+                Err(error) if is_gone(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
         // Uninstall --keep-permanent leaves them on purpose and says so itself.
         if plan.permanent_differs && !plan.desired.is_empty() {
             notice("firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
-        let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];
+        let mut summary = vec![format!("runtime: {}", plan.runtime.summary())];
         if let Some((permanent, _)) = &plan.permanent {
-            summary.push(format!("permanent: {}", describe(permanent)));
+            summary.push(format!("permanent: {}", permanent.summary()));
         }
         Ok(Outcome {
             changed: self.wrote,
@@ -1164,21 +1221,6 @@ fn summarise(disturbances: &[Disturbance]) -> String {
         }
     }
     kinds.join(", ")
-}
-
-/// `3 added, 1 removed, 40 unchanged`.
-pub fn describe(plan: &Plan) -> String {
-    format!(
-        "{} added, {} removed, {} unchanged",
-        plan.count(true),
-        plan.count(false),
-        plan.unchanged
-    )
-}
-
-/// Notices go to stderr, one line each.
-fn notice(message: impl fmt::Display) {
-    eprintln!("tproxy-firewalld: {message}");
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::family::Family;
 use crate::format::nfnetlink::{self, Part, Request};
 use crate::ruleset::Features;
 use crate::system::netlink::NetfilterSocket;
+use crate::system::notice;
 use crate::system::process;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,11 +362,11 @@ impl Xtables {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if attempt < attempts {
-                        eprintln!(
+                        notice(format!(
                             "{}: attempt {attempt}/{attempts} failed, retrying in {:?}: {error:#}",
                             self.family.label(),
                             options.sleep_between_retries
-                        );
+                        ));
                         thread::sleep(options.sleep_between_retries);
                     }
                     last = Some(error);

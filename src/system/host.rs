@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::process;
 use anyhow::{bail, Context as _, Result};
@@ -118,24 +117,6 @@ pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
         return Ok(());
     }
     bail!("cannot add ::6/128 to {loopback}: {}", stderr.trim())
-}
-
-/// A whole number of seconds from the environment variable `name`, `default` when unset;
-/// Err names the variable and what is wrong with it.
-pub fn seconds_from_env(name: &str, default: Duration) -> Result<Duration, String> {
-    let Some(value) = std::env::var_os(name) else {
-        return Ok(default);
-    };
-    let text = value.to_string_lossy();
-    text.trim()
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| {
-            format!(
-                "{name}: '{}' is not a whole number of seconds",
-                text.escape_debug()
-            )
-        })
 }
 
 #[cfg(test)]

@@ -7,3 +7,11 @@ pub mod lock;
 pub mod netlink;
 pub mod probe;
 pub mod process;
+
+use std::fmt;
+
+/// A notice for the operator: one line on stderr, so that stdout carries only data (rules,
+/// plans, reports).
+pub fn notice(message: impl fmt::Display) {
+    eprintln!("tproxy-firewalld: {message}");
+}

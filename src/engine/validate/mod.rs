@@ -12,6 +12,7 @@
 //! where it cannot leave the host to anything but a documentation address (198.51.100.0/24,
 //! 2001:db8::/32) or a destination the user named.
 
+pub mod report;
 pub mod simulate;
 
 use std::collections::hash_map::RandomState;
