@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 
 use super::placement;
 use crate::cli::InstallArgs;
-use crate::engine::{self, ssh, Kind, Prepared, Purpose, Request};
+use crate::engine::{self, ssh, Kind, Purpose, Request};
 use crate::error::BadInput;
 use crate::format::restore;
 use crate::system::{host, notice};
@@ -15,24 +15,21 @@ pub fn run(args: &InstallArgs) -> Result<()> {
             "only one of '--redirect-dns' or '--redirect-all-dns-traffic' may be given".into()
         ));
     }
-    let Prepared {
-        config,
-        ruleset,
-        mut backend,
-        kind,
-        ..
-    } = engine::prepare(Request {
+    // Holds the lock until the run ends.
+    let mut prepared = engine::prepare(Request {
         files: &args.config,
         flags: args.overlay(),
         placement: placement(&args.firewalld, Some(args)),
         stdin: &mut std::io::stdin().lock(),
         purpose: Purpose::Install,
     })?;
+    let (config, ruleset, kind) = (&prepared.config, &prepared.ruleset, prepared.kind);
+    let backend = &mut prepared.backend;
     let session = std::env::var(ssh::SSH_CONNECTION).ok();
-    if let Some(warning) = ssh::lockout_warning(&config, session.as_deref()) {
+    if let Some(warning) = ssh::lockout_warning(config, session.as_deref()) {
         notice(warning);
     }
-    let plan = match backend.plan(&ruleset) {
+    let plan = match backend.plan(ruleset) {
         Ok(plan) => plan,
         // Without root firewalld usually refuses to show its direct rules; the rules
         // themselves are still worth seeing.
@@ -40,7 +37,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
             notice(format!(
                 "{error:#}; showing the rules without firewalld's plan"
             ));
-            print!("{}", restore::render_dry_run(&ruleset, config.verbose));
+            print!("{}", restore::render_dry_run(ruleset, config.verbose));
             return Ok(());
         }
         Err(error) => return Err(error),
@@ -65,7 +62,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         }
         _ => {}
     }
-    engine::ready_host(&ruleset)?;
+    engine::ready_host(ruleset)?;
     let outcome = backend.apply(plan)?;
     notice(match (kind, outcome.changed) {
         (Kind::Firewalld, true) => format!("installed through {}: {}", backend.name(), outcome.summary.join("; ")),

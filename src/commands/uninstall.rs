@@ -8,24 +8,21 @@ use super::placement;
 use crate::backend::direct_file::DirectFile;
 use crate::cli::{executables_overlay, UninstallArgs};
 use crate::direct::DirectConfig;
-use crate::engine::{self, Kind, Prepared, Removal};
+use crate::engine::{self, Kind, Removal};
 use crate::system::notice;
 
 pub fn run(args: &UninstallArgs) -> Result<()> {
     let mut flags = json!({"dryRun": args.dry_run, "verbose": args.verbose});
     executables_overlay(&args.iptables_executables, &mut flags);
-    let Prepared {
-        config,
-        ruleset,
-        mut backend,
-        kind,
-        ..
-    } = engine::prepare_removal(Removal {
+    // Holds the lock until the run ends.
+    let mut prepared = engine::prepare_removal(Removal {
         flags,
         placement: placement(&args.firewalld, None),
         permanent_too: !args.keep_permanent,
     })?;
-    let plan = backend.plan(&ruleset)?;
+    let (config, ruleset, kind) = (&prepared.config, &prepared.ruleset, prepared.kind);
+    let backend = &mut prepared.backend;
+    let plan = backend.plan(ruleset)?;
     if config.dry_run {
         print!("{plan}");
         return Ok(());
