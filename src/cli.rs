@@ -461,7 +461,7 @@ pub struct ManualSections {
 const FILES: &[(&str, &str)] = &[
     (
         "/etc/tproxy-firewalld/config.yaml",
-        "the installed configuration (kumactl's keys): without flags, status and validate build the desired rules from it when it exists",
+        "the configuration tproxy-firewalld.service installs (kumactl's keys); without flags, status and validate build the desired rules from it when it exists. A root run that changes the firewall refuses a --config file, or a directory on its path, that a user other than root could write",
     ),
     (
         "/etc/firewalld/direct.xml",
@@ -474,10 +474,6 @@ const FILES: &[(&str, &str)] = &[
     (
         "/etc/firewalld/firewalld.conf",
         "read for RFC3964_IPv4 when firewalld is stopped",
-    ),
-    (
-        "/etc/tproxy-firewalld/config.yaml",
-        "the configuration tproxy-firewalld.service installs (kumactl's keys); a root run that changes the firewall refuses a --config file, or a directory on its path, that a user other than root could write",
     ),
     (
         "/usr/lib/systemd/system/tproxy-firewalld.service",
@@ -691,6 +687,27 @@ mod tests {
             ],
         ] {
             assert_eq!(with_kumactl_spelling(args(kept)), args(kept));
+        }
+    }
+
+    #[test]
+    fn manual_sections_name_each_term_once() {
+        let root = Cli::command();
+        let commands = root.get_subcommands().map(clap::Command::get_name);
+        for command in commands.chain([""]) {
+            let sections = manual_sections(command);
+            for items in [
+                sections.examples,
+                sections.files,
+                sections.exit_status,
+                sections.environment,
+            ] {
+                let mut terms: Vec<&str> = items.iter().map(|(term, _)| *term).collect();
+                terms.sort_unstable();
+                let count = terms.len();
+                terms.dedup();
+                assert_eq!(terms.len(), count, "{command:?}: {terms:?}");
+            }
         }
     }
 
