@@ -57,9 +57,11 @@ pub struct Setting {
     /// kumactl's environment variable after [`ENV_PREFIX`]; `None` where kumactl has none.
     pub env: Option<&'static str>,
     pub kind: Kind,
+    /// The value when no layer sets it; help shows it where it says something.
     pub default: DefaultValue,
     /// What help calls the value: `PORT`.
     pub value_name: &'static str,
+    /// What the setting does, as `--help` says it (for keys without a flag: documentation).
     pub help: &'static str,
 }
 
