@@ -56,7 +56,7 @@ pub(super) fn prepare(args: &InstallArgs, read_only: bool) -> Result<Desired> {
         environment: environment()?,
         flags: args.overlay(),
         stdin: &mut io::stdin().lock(),
-        changes_firewall: !read_only && args.dry_run != Some(true),
+        changes_firewall: !read_only && !args.dry_run(),
     })
     .map_err(|e| BadInput(e.to_string()))?;
     loaded.warnings.iter().for_each(notice);

@@ -26,11 +26,7 @@ pub fn run(args: &ValidateArgs) -> Result<u8> {
     if !host::is_root() {
         bail!("validate needs root: it sends its probes as the kuma-dp user and as another user");
     }
-    let mut rules = args.rules.clone();
-    if let Some(port) = args.validation_server_port {
-        rules.redirect_inbound_port = Some(port);
-    }
-    let comparison = status::compare(&rules, true)?;
+    let comparison = status::compare(&args.expected_rules(), true)?;
     let empty = DirectConfig::default();
     let kernel = kernel_entries(&comparison).unwrap_or(&empty);
     let mut setups = Vec::new();
