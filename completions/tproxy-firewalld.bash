@@ -221,7 +221,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__install)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --dry-run --verbose --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,20 +335,20 @@ _tproxy__firewalld() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
-                --backend)
-                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
-                    return 0
-                    ;;
-                --firewalld-config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --dry-run)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --verbose)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
+                    return 0
+                    ;;
+                --firewalld-config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -359,7 +359,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__status)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --output --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --dry-run --verbose --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --output --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -473,20 +473,20 @@ _tproxy__firewalld() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
-                --backend)
-                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
-                    return 0
-                    ;;
-                --firewalld-config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --dry-run)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --verbose)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
+                    return 0
+                    ;;
+                --firewalld-config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -553,7 +553,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__validate)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --dry-run --verbose --validation-server-port --target --output --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --dry-run --verbose --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --validation-server-port --target --output --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -667,20 +667,20 @@ _tproxy__firewalld() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
-                --backend)
-                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
-                    return 0
-                    ;;
-                --firewalld-config-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --dry-run)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --verbose)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "auto firewalld iptables" -- "${cur}"))
+                    return 0
+                    ;;
+                --firewalld-config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --validation-server-port)

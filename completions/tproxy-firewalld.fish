@@ -62,22 +62,22 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand instal
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4` [default: dualstack]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l wait -d 'Seconds to wait for the xtables lock (legacy iptables) [default: 5]' -r
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables)' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables) [default: 0]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l max-retries -d 'Retries of a failed iptables-restore [default: 4]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l sleep-between-retries -d 'Pause between retries, e.g. 2s or 500ms [default: 2s]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l iptables-executables -d 'Custom executables as name:path[,name:path…]; names: iptables, iptables-save, iptables-restore, ip6tables, ip6tables-save, ip6tables-restore (all three of a family)' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l store-firewalld -d 'Also store the rules in firewalld\'s permanent configuration (direct.xml), so they survive reloads, restarts and reboots; with firewalld stopped, write direct.xml directly' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
-firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
-iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l dry-run -d 'Print the rules (kumactl\'s dry-run format) and change nothing; needs no root' -r -f -a "true\t''
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l verbose -d 'Long option names in printed rules, and more detail on stderr' -r -f -a "true\t''
 false\t''"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
+firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
+iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l accept-firewalld-iptables-flush -d 'On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools\' iptables rules'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-firewalld-rfc3964-ipv4 -d 'Set firewalld\'s RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -127,22 +127,22 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4` [default: dualstack]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l wait -d 'Seconds to wait for the xtables lock (legacy iptables) [default: 5]' -r
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables)' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables) [default: 0]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l max-retries -d 'Retries of a failed iptables-restore [default: 4]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l sleep-between-retries -d 'Pause between retries, e.g. 2s or 500ms [default: 2s]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l iptables-executables -d 'Custom executables as name:path[,name:path…]; names: iptables, iptables-save, iptables-restore, ip6tables, ip6tables-save, ip6tables-restore (all three of a family)' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l store-firewalld -d 'Also store the rules in firewalld\'s permanent configuration (direct.xml), so they survive reloads, restarts and reboots; with firewalld stopped, write direct.xml directly' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
-firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
-iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l dry-run -d 'Print the rules (kumactl\'s dry-run format) and change nothing; needs no root' -r -f -a "true\t''
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l verbose -d 'Long option names in printed rules, and more detail on stderr' -r -f -a "true\t''
 false\t''"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
+firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
+iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l output -r -f -a "text\t'For people'
 json\t'A stable JSON document, for scripts'"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand status" -l accept-firewalld-iptables-flush -d 'On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools\' iptables rules'
@@ -183,22 +183,22 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand valida
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l disable-comments -d 'Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l ip-family-mode -d '`dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4` [default: dualstack]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l wait -d 'Seconds to wait for the xtables lock (legacy iptables) [default: 5]' -r
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables)' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l wait-interval -d 'Microseconds between attempts to take the xtables lock (legacy iptables) [default: 0]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l max-retries -d 'Retries of a failed iptables-restore [default: 4]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l sleep-between-retries -d 'Pause between retries, e.g. 2s or 500ms [default: 2s]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l iptables-executables -d 'Custom executables as name:path[,name:path…]; names: iptables, iptables-save, iptables-restore, ip6tables, ip6tables-save, ip6tables-restore (all three of a family)' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l store-firewalld -d 'Also store the rules in firewalld\'s permanent configuration (direct.xml), so they survive reloads, restarts and reboots; with firewalld stopped, write direct.xml directly' -r -f -a "true\t''
 false\t''"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
-firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
-iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
-complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l dry-run -d 'Print the rules (kumactl\'s dry-run format) and change nothing; needs no root' -r -f -a "true\t''
 false\t''"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l verbose -d 'Long option names in printed rules, and more detail on stderr' -r -f -a "true\t''
 false\t''"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l backend -d 'Where to apply the rules: `auto` uses firewalld when it runs, direct.xml plus iptables when firewalld is installed but stopped (with --store-firewalld), iptables otherwise' -r -f -a "auto\t'firewalld if it runs, else iptables (and direct.xml when firewalld is installed)'
+firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
+iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l validation-server-port -d 'The port the inbound check listens on: kumactl\'s name for --redirect-inbound-port [default: 15006]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l target -d 'Destination outside this host for the outbound checks, as ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT; one per family [default: 198.51.100.1 and 2001:db8::1, port 80 unless the rules exclude it]' -r
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand validate" -l output -r -f -a "text\t'For people'

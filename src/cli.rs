@@ -1,14 +1,16 @@
-//! The command line, defined once: parsing, `--help`, and (later) man pages and completions
-//! all come from these definitions. Flag names and meanings are kumactl's.
+//! The command line, defined once: parsing, `--help`, man pages and completions all come
+//! from these definitions. Flag names and meanings are kumactl's; the flags of install's
+//! settings are built from their table, `config::definitions`.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::sources::set_path;
+use crate::config::definitions::{self, Kind, Setting, SETTINGS};
+use crate::config::sources::{merge, set_path};
 use crate::config::values;
 use crate::config::BackendChoice;
 
@@ -116,8 +118,7 @@ pub struct ValidateArgs {
     #[command(flatten)]
     pub rules: InstallArgs,
 
-    /// The port the inbound check listens on: kumactl's name for --redirect-inbound-port [default: 15006]
-    #[arg(long, value_name = "PORT", value_parser = values::parse_port, conflicts_with = "redirect_inbound_port")]
+    #[arg(long, value_name = "PORT", value_parser = values::parse_port, conflicts_with = "redirect-inbound-port", help = validation_server_port_help())]
     pub validation_server_port: Option<u16>,
 
     /// Destination outside this host for the outbound checks, as ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT; one per family [default: 198.51.100.1 and 2001:db8::1, port 80 unless the rules exclude it]
@@ -126,6 +127,18 @@ pub struct ValidateArgs {
 
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// kumactl's validator calls the inbound port its validation server port.
+const INBOUND_PORT_KEY: &str = "redirect.inbound.port";
+
+fn validation_server_port_help() -> String {
+    let inbound_port = definitions::by_key(INBOUND_PORT_KEY).expect("in the settings table");
+    format!(
+        "The port the inbound check listens on: kumactl's name for --{} {}",
+        inbound_port.flag.unwrap_or_default(),
+        inbound_port.shown_default().unwrap_or_default()
+    )
 }
 
 /// `--target`: an address with an optional port (0 when none is given).
@@ -198,109 +211,8 @@ pub struct InstallArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Vec<String>,
 
-    /// User name or UID that runs kuma-dp; default: UID 5678, else user `kuma-dp`
-    #[arg(long, value_name = "USER")]
-    pub kuma_dp_user: Option<String>,
-
-    /// Redirect inbound traffic to Envoy (disable for gateways)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub redirect_inbound: Option<bool>,
-
-    /// Port Envoy receives inbound traffic on [default: 15006]
-    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
-    pub redirect_inbound_port: Option<u16>,
-
-    /// Port Envoy receives outbound traffic on [default: 15001]
-    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
-    pub redirect_outbound_port: Option<u16>,
-
-    /// Inbound ports not redirected (comma list; repeatable), e.g. 22 to keep SSH reachable
-    #[arg(long, value_name = "PORTS", value_parser = checked(values::parse_port_list))]
-    pub exclude_inbound_ports: Vec<String>,
-
-    /// Outbound ports not redirected (comma list; repeatable)
-    #[arg(long, value_name = "PORTS", value_parser = checked(values::parse_port_list))]
-    pub exclude_outbound_ports: Vec<String>,
-
-    /// Source addresses (IPv4/IPv6, with or without prefix; comma list; repeatable) whose inbound traffic is not redirected
-    #[arg(long, value_name = "IPS", value_parser = checked(values::parse_address_list))]
-    pub exclude_inbound_ips: Vec<String>,
-
-    /// Destination addresses (IPv4/IPv6, with or without prefix; comma list; repeatable) not redirected
-    #[arg(long, value_name = "IPS", value_parser = checked(values::parse_address_list))]
-    pub exclude_outbound_ips: Vec<String>,
-
-    /// Outbound traffic of UIDs not redirected, as [proto:][ports:]uids, e.g. tcp:53,3000-5000:106-108 (repeatable)
-    #[arg(long, value_name = "SPEC", value_parser = checked(values::parse_uid_exclusion))]
-    pub exclude_outbound_ports_for_uids: Vec<String>,
-
-    /// Redirect DNS requests to the name servers in /etc/resolv.conf to the kuma-dp DNS proxy
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub redirect_dns: Option<bool>,
-
-    /// Redirect all DNS traffic (UDP port 53) to the kuma-dp DNS proxy; excludes --redirect-dns
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub redirect_all_dns_traffic: Option<bool>,
-
-    /// Port the kuma-dp DNS proxy listens on [default: 15053]
-    #[arg(long, value_name = "PORT", value_parser = values::parse_port)]
-    pub redirect_dns_port: Option<u16>,
-
-    /// Do not split DNS traffic into conntrack zones (no raw-table rules)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub skip_dns_conntrack_zone_split: Option<bool>,
-
-    /// Drop packets in conntrack state INVALID (mangle table)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub drop_invalid_packets: Option<bool>,
-
-    /// Virtual network to redirect, as IFACE:CIDR (iptables `+` wildcard allowed), e.g. docker0:172.17.0.0/16 (repeatable)
-    #[arg(long, value_name = "IFACE:CIDR", value_parser = checked(values::parse_vnet))]
-    pub vnet: Vec<String>,
-
-    /// Insert the PREROUTING jump to KUMA_MESH_INBOUND at the top instead of appending it
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub redirect_inbound_insert_instead_of_append: Option<bool>,
-
-    /// Insert the OUTPUT jump to KUMA_MESH_OUTBOUND at the top instead of appending it
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub redirect_outbound_insert_instead_of_append: Option<bool>,
-
-    /// Add LOG rules to nat OUTPUT and PREROUTING (kernel log level 7)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub iptables_logs: Option<bool>,
-
-    /// Do not tag rules with `kuma/mesh/transparent/proxy/…` comments (refused with rules in built-in chains that do not jump to ours: DNS redirection, --drop-invalid-packets)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub disable_comments: Option<bool>,
-
-    /// `dualstack` (IPv6 rules too, when the host has a non-loopback IPv6 address) or `ipv4`
-    #[arg(long, value_name = "MODE", value_parser = checked(values::IpFamilyMode::parse))]
-    pub ip_family_mode: Option<String>,
-
-    /// Seconds to wait for the xtables lock (legacy iptables) [default: 5]
-    #[arg(long, value_name = "SECONDS")]
-    pub wait: Option<u32>,
-
-    /// Microseconds between attempts to take the xtables lock (legacy iptables)
-    #[arg(long, value_name = "MICROSECONDS")]
-    pub wait_interval: Option<u32>,
-
-    /// Retries of a failed iptables-restore [default: 4]
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<u32>,
-
-    /// Pause between retries, e.g. 2s or 500ms [default: 2s]
-    #[arg(long, value_name = "DURATION", value_parser = checked(values::parse_duration))]
-    pub sleep_between_retries: Option<String>,
-
-    /// Custom executables as name:path[,name:path…]; names: iptables, iptables-save, iptables-restore, ip6tables, ip6tables-save, ip6tables-restore (all three of a family)
-    #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
-    pub iptables_executables: Vec<String>,
-
-    /// Also store the rules in firewalld's permanent configuration (direct.xml), so they survive reloads, restarts and reboots; with firewalld stopped, write direct.xml directly
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub store_firewalld: Option<bool>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
 
     #[command(flatten)]
     pub firewalld: FirewalldArgs,
@@ -312,14 +224,91 @@ pub struct InstallArgs {
     /// Set firewalld's RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only
     #[arg(long)]
     pub disable_firewalld_rfc3964_ipv4: bool,
+}
 
-    /// Print the rules (kumactl's dry-run format) and change nothing; needs no root
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub dry_run: Option<bool>,
+/// The flags of [`SETTINGS`], and those given as a partial configuration tree in kumactl's
+/// shape.
+#[derive(Debug, Clone)]
+pub struct SettingFlags {
+    given: Value,
+}
 
-    /// Long option names in printed rules, and more detail on stderr
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub verbose: Option<bool>,
+impl Args for SettingFlags {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        SETTINGS
+            .iter()
+            .filter_map(flag_of)
+            .fold(command, clap::Command::arg)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = json!({});
+        for setting in SETTINGS {
+            if let Some(value) = value_of_flag(setting, matches) {
+                set_path(&mut given, setting.key, value);
+            }
+        }
+        Ok(Self { given })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        merge(&mut self.given, Self::from_arg_matches(matches)?.given);
+        Ok(())
+    }
+}
+
+/// The flag that sets `setting`, when kumactl has one.
+fn flag_of(setting: &'static Setting) -> Option<Arg> {
+    let flag = setting.flag?;
+    let arg = Arg::new(flag)
+        .long(flag)
+        .value_name(setting.value_name)
+        .help(setting.help_with_default())
+        .action(ArgAction::Set);
+    Some(match setting.kind {
+        Kind::Switch => arg
+            .value_parser(value_parser!(bool))
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true"),
+        Kind::Port => arg.value_parser(values::parse_port),
+        Kind::Number => arg.value_parser(value_parser!(u32)),
+        Kind::Text => arg.value_parser(value_parser!(String)),
+        Kind::Checked(check) => arg.value_parser(checked(check)),
+        Kind::Ports => arg
+            .value_parser(checked(values::parse_port_list))
+            .action(ArgAction::Append),
+        Kind::List(check) => arg.value_parser(checked(check)).action(ArgAction::Append),
+        Kind::Executables => arg
+            .value_parser(checked(parse_executables))
+            .action(ArgAction::Append),
+    })
+}
+
+/// What the flag of `setting` puts in the configuration tree, when it was given.
+fn value_of_flag(setting: &Setting, matches: &ArgMatches) -> Option<Value> {
+    let flag = setting.flag?;
+    let texts = || {
+        matches
+            .get_many::<String>(flag)
+            .map(|v| v.cloned().collect::<Vec<_>>())
+    };
+    match setting.kind {
+        Kind::Switch => matches.get_one::<bool>(flag).map(|v| json!(v)),
+        Kind::Port => matches.get_one::<u16>(flag).map(|v| json!(v)),
+        Kind::Number => matches.get_one::<u32>(flag).map(|v| json!(v)),
+        Kind::Text | Kind::Checked(_) => matches.get_one::<String>(flag).map(|v| json!(v)),
+        // Repeated flags add to one comma list, as kumactl's do.
+        Kind::Ports => texts().map(|v| json!(v.join(","))),
+        Kind::List(_) => texts().map(|v| json!(v)),
+        Kind::Executables => texts().map(|v| executable_paths(&v)),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -392,110 +381,59 @@ fn parse_executables(text: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// The flags given, as a partial configuration tree in kumactl's shape.
-pub fn executables_overlay(values: &[String], tree: &mut Value) {
+/// `--iptables-executables` values as `iptablesExecutables` holds them: name → path.
+fn executable_paths(values: &[String]) -> Value {
+    let mut paths = json!({});
     for value in values {
         for (name, path) in parse_executables(value).expect("validated by clap") {
-            set_path(tree, &format!("iptablesExecutables.{name}"), json!(path));
+            paths[name] = json!(path);
         }
+    }
+    paths
+}
+
+/// Uninstall's `--iptables-executables`, as a partial configuration tree in kumactl's shape.
+pub fn executables_overlay(values: &[String], tree: &mut Value) {
+    if !values.is_empty() {
+        merge(
+            tree,
+            json!({ "iptablesExecutables": executable_paths(values) }),
+        );
     }
 }
 
 impl InstallArgs {
     /// The flags given, as a partial configuration tree in kumactl's shape.
     pub fn overlay(&self) -> Value {
-        let mut tree = json!({});
-        let mut set = |key: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                set_path(&mut tree, key, value);
-            }
-        };
-        let list = |items: &[String]| (!items.is_empty()).then(|| json!(items));
-        let joined = |items: &[String]| (!items.is_empty()).then(|| json!(items.join(",")));
-        set("kumaDPUser", self.kuma_dp_user.as_ref().map(|v| json!(v)));
-        set(
-            "redirect.inbound.enabled",
-            self.redirect_inbound.map(|v| json!(v)),
-        );
-        set(
-            "redirect.inbound.port",
-            self.redirect_inbound_port.map(|v| json!(v)),
-        );
-        set(
-            "redirect.outbound.port",
-            self.redirect_outbound_port.map(|v| json!(v)),
-        );
-        set(
-            "redirect.inbound.excludePorts",
-            joined(&self.exclude_inbound_ports),
-        );
-        set(
-            "redirect.outbound.excludePorts",
-            joined(&self.exclude_outbound_ports),
-        );
-        set(
-            "redirect.inbound.excludePortsForIPs",
-            list(&self.exclude_inbound_ips),
-        );
-        set(
-            "redirect.outbound.excludePortsForIPs",
-            list(&self.exclude_outbound_ips),
-        );
-        set(
-            "redirect.outbound.excludePortsForUIDs",
-            list(&self.exclude_outbound_ports_for_uids),
-        );
-        set("redirect.dns.enabled", self.redirect_dns.map(|v| json!(v)));
-        set(
-            "redirect.dns.captureAll",
-            self.redirect_all_dns_traffic.map(|v| json!(v)),
-        );
-        set(
-            "redirect.dns.port",
-            self.redirect_dns_port.map(|v| json!(v)),
-        );
-        set(
-            "redirect.dns.skipConntrackZoneSplit",
-            self.skip_dns_conntrack_zone_split.map(|v| json!(v)),
-        );
-        set(
-            "dropInvalidPackets",
-            self.drop_invalid_packets.map(|v| json!(v)),
-        );
-        set("redirect.vnet.networks", list(&self.vnet));
-        set(
-            "redirect.inbound.insertRedirectInsteadOfAppend",
-            self.redirect_inbound_insert_instead_of_append
-                .map(|v| json!(v)),
-        );
-        set(
-            "redirect.outbound.insertRedirectInsteadOfAppend",
-            self.redirect_outbound_insert_instead_of_append
-                .map(|v| json!(v)),
-        );
-        set("log.enabled", self.iptables_logs.map(|v| json!(v)));
-        set("comments.disabled", self.disable_comments.map(|v| json!(v)));
-        set(
-            "ipFamilyMode",
-            self.ip_family_mode.as_ref().map(|v| json!(v)),
-        );
-        set("wait", self.wait.map(|v| json!(v)));
-        set("waitInterval", self.wait_interval.map(|v| json!(v)));
-        set("retry.maxRetries", self.max_retries.map(|v| json!(v)));
-        set(
-            "retry.sleepBetweenRetries",
-            self.sleep_between_retries.as_ref().map(|v| json!(v)),
-        );
-        set("storeFirewalld", self.store_firewalld.map(|v| json!(v)));
-        set("dryRun", self.dry_run.map(|v| json!(v)));
-        set("verbose", self.verbose.map(|v| json!(v)));
-        executables_overlay(&self.iptables_executables, &mut tree);
-        tree
+        self.settings.given.clone()
     }
 
     /// kumactl rejects the two DNS flags together (config files may set both).
     pub fn conflicting_dns_flags(&self) -> bool {
-        self.redirect_dns == Some(true) && self.redirect_all_dns_traffic == Some(true)
+        self.flag_is_true("redirect.dns.enabled") && self.flag_is_true("redirect.dns.captureAll")
+    }
+
+    /// Whether `--dry-run` was given (files and variables may ask for one too).
+    pub fn dry_run(&self) -> bool {
+        self.flag_is_true("dryRun")
+    }
+
+    fn flag_is_true(&self, key: &str) -> bool {
+        key.split('.')
+            .try_fold(&self.settings.given, |node, name| node.get(name))
+            .is_some_and(|value| value == true)
+    }
+}
+
+impl ValidateArgs {
+    /// What to expect: the rules install's flags give, with the inbound port
+    /// `--validation-server-port` names.
+    pub fn expected_rules(&self) -> InstallArgs {
+        let mut rules = self.rules.clone();
+        if let Some(port) = self.validation_server_port {
+            set_path(&mut rules.settings.given, INBOUND_PORT_KEY, json!(port));
+        }
+        rules
     }
 }
 
@@ -514,7 +452,7 @@ pub struct ManualSections {
 const FILES: &[(&str, &str)] = &[
     (
         "/etc/tproxy-firewalld/config.yaml",
-        "the installed configuration (kumactl's keys): without flags, status and validate build the desired rules from it when it exists",
+        "the configuration tproxy-firewalld.service installs (kumactl's keys); without flags, status and validate build the desired rules from it when it exists. A root run that changes the firewall refuses a --config file, or a directory on its path, that a user other than root could write",
     ),
     (
         "/etc/firewalld/direct.xml",
@@ -527,10 +465,6 @@ const FILES: &[(&str, &str)] = &[
     (
         "/etc/firewalld/firewalld.conf",
         "read for RFC3964_IPv4 when firewalld is stopped",
-    ),
-    (
-        "/etc/tproxy-firewalld/config.yaml",
-        "the configuration tproxy-firewalld.service installs (kumactl's keys); a root run that changes the firewall refuses a --config file, or a directory on its path, that a user other than root could write",
     ),
     (
         "/usr/lib/systemd/system/tproxy-firewalld.service",
@@ -744,6 +678,27 @@ mod tests {
             ],
         ] {
             assert_eq!(with_kumactl_spelling(args(kept)), args(kept));
+        }
+    }
+
+    #[test]
+    fn manual_sections_name_each_term_once() {
+        let root = Cli::command();
+        let commands = root.get_subcommands().map(clap::Command::get_name);
+        for command in commands.chain([""]) {
+            let sections = manual_sections(command);
+            for items in [
+                sections.examples,
+                sections.files,
+                sections.exit_status,
+                sections.environment,
+            ] {
+                let mut terms: Vec<&str> = items.iter().map(|(term, _)| *term).collect();
+                terms.sort_unstable();
+                let count = terms.len();
+                terms.dedup();
+                assert_eq!(terms.len(), count, "{command:?}: {terms:?}");
+            }
         }
     }
 

@@ -11,10 +11,7 @@ use crate::engine::validate::{CheckResult, Verdict};
 use crate::error::EXIT_FAILURE;
 
 pub fn run(args: &ValidateArgs) -> Result<u8> {
-    let mut rules = args.rules.clone();
-    if let Some(port) = args.validation_server_port {
-        rules.redirect_inbound_port = Some(port);
-    }
+    let rules = args.expected_rules();
     let report = validate_host(desired(&rules), &args.outbound_target)?;
     let comparison = &report.comparison;
     let desired_entries = comparison.desired.chains.len() + comparison.desired.rules.len();

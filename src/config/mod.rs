@@ -2,6 +2,7 @@
 //! layered sources (defaults < `--config` files in order < environment < flags); after
 //! this point no string from the user is interpreted again.
 
+pub mod definitions;
 mod placement;
 pub mod settings;
 pub mod sources;
@@ -20,10 +21,6 @@ pub use self::placement::{
 };
 use self::settings::Settings;
 pub use self::values::{Address, IpFamilyMode, Protocol, UidExclusion, VirtualNetwork};
-
-pub const DEFAULT_INBOUND_PORT: u16 = 15006;
-pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
-pub const DEFAULT_DNS_PORT: u16 = 15053;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,8 +89,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Settings::default()
-            .into_config()
+        sources::deserialize(&Value::Object(Default::default()))
+            .and_then(Settings::into_config)
             .expect("the defaults are valid")
     }
 }
@@ -191,13 +188,13 @@ impl Settings {
             kuma_dp_user: Some(self.kuma_dp_user.trim().to_string()).filter(|u| !u.is_empty()),
             ip_family_mode: IpFamilyMode::parse(&self.ip_family_mode)
                 .map_err(at("ipFamilyMode"))?,
-            inbound: flow(&self.redirect.inbound, DEFAULT_INBOUND_PORT, "inbound")?,
-            outbound: flow(&self.redirect.outbound, DEFAULT_OUTBOUND_PORT, "outbound")?,
+            inbound: flow(&self.redirect.inbound, "inbound")?,
+            outbound: flow(&self.redirect.outbound, "outbound")?,
             outbound_uid_exclusions,
             dns: Dns {
                 // kumactl: capturing all DNS traffic implies DNS redirection.
                 enabled: dns.enabled || dns.capture_all,
-                port: dns.port.unwrap_or(DEFAULT_DNS_PORT),
+                port: dns.port,
                 capture_all: dns.capture_all,
                 skip_conntrack_zone_split: dns.skip_conntrack_zone_split,
                 resolv_conf: PathBuf::from(&dns.resolv_config_path),
@@ -206,7 +203,7 @@ impl Settings {
             drop_invalid_packets: self.drop_invalid_packets,
             log_level: self.log.enabled.then_some(self.log.level),
             comments: !self.comments.disabled,
-            wait_seconds: self.wait.unwrap_or(5),
+            wait_seconds: self.wait,
             wait_interval_micros: self.wait_interval,
             max_retries: self.retry.max_retries,
             sleep_between_retries: values::parse_duration(&self.retry.sleep_between_retries)
@@ -221,7 +218,7 @@ impl Settings {
     }
 }
 
-fn flow(settings: &settings::Flow, default_port: u16, name: &str) -> Result<TrafficFlow, String> {
+fn flow(settings: &settings::Flow, name: &str) -> Result<TrafficFlow, String> {
     let mut exclude_ips = Vec::new();
     for item in &settings.exclude_ports_for_ips {
         exclude_ips.extend(
@@ -231,7 +228,7 @@ fn flow(settings: &settings::Flow, default_port: u16, name: &str) -> Result<Traf
     }
     Ok(TrafficFlow {
         enabled: settings.enabled,
-        port: settings.port.unwrap_or(default_port),
+        port: settings.port,
         include_ports: settings.include_ports.clone(),
         exclude_ports: settings.exclude_ports.clone(),
         exclude_ips,

@@ -1,14 +1,16 @@
 //! The configuration document in kumactl's shape (`kumaDPUser`, `redirect.inbound.port`, …).
 //! Every layer (files, environment, flags) is a partial JSON tree of this shape; the merged
-//! tree is deserialised here, so an unknown key or a wrong type is reported by its path.
+//! tree, laid over the defaults of [`super::definitions`], is deserialised here, so an
+//! unknown key or a wrong type is reported by its path. Every key is required: the defaults
+//! hold them all, so a key missing from the definitions fails every load.
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::values::parse_port;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
     #[serde(rename = "kumaDPUser", deserialize_with = "string_or_number")]
     pub kuma_dp_user: String,
@@ -18,7 +20,7 @@ pub struct Settings {
     pub verbose: bool,
     pub dry_run: bool,
     pub log: Log,
-    pub wait: Option<u32>,
+    pub wait: u32,
     pub wait_interval: u32,
     pub retry: Retry,
     pub store_firewalld: bool,
@@ -27,8 +29,8 @@ pub struct Settings {
     pub cni_mode: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Redirect {
     pub inbound: Flow,
     pub outbound: Flow,
@@ -37,11 +39,11 @@ pub struct Redirect {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Flow {
     pub enabled: bool,
-    #[serde(deserialize_with = "optional_port")]
-    pub port: Option<u16>,
+    #[serde(deserialize_with = "port")]
+    pub port: u16,
     #[serde(deserialize_with = "port_list")]
     pub include_ports: Vec<u16>,
     #[serde(deserialize_with = "port_list")]
@@ -53,84 +55,41 @@ pub struct Flow {
     pub insert_redirect_instead_of_append: bool,
 }
 
-impl Default for Flow {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            port: None,
-            include_ports: Vec::new(),
-            exclude_ports: Vec::new(),
-            exclude_ports_for_uids: Vec::new(),
-            exclude_ports_for_ips: Vec::new(),
-            insert_redirect_instead_of_append: false,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Dns {
     pub enabled: bool,
-    #[serde(deserialize_with = "optional_port")]
-    pub port: Option<u16>,
+    #[serde(deserialize_with = "port")]
+    pub port: u16,
     pub capture_all: bool,
     pub skip_conntrack_zone_split: bool,
     pub resolv_config_path: String,
 }
 
-impl Default for Dns {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            port: None,
-            capture_all: false,
-            skip_conntrack_zone_split: false,
-            resolv_config_path: "/etc/resolv.conf".to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Vnet {
     #[serde(deserialize_with = "text_list")]
     pub networks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Log {
     pub enabled: bool,
     pub level: u8,
 }
 
-impl Default for Log {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            level: 7,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Retry {
     pub max_retries: u32,
     pub sleep_between_retries: String,
 }
 
-impl Default for Retry {
-    fn default() -> Self {
-        Self {
-            max_retries: 4,
-            sleep_between_retries: "2s".to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Paths given for some executables; the others are absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Executables {
     pub iptables: Option<String>,
     #[serde(rename = "iptables-save")]
@@ -144,17 +103,17 @@ pub struct Executables {
     pub ip6tables_restore: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Comments {
     pub disabled: bool,
 }
 
 /// Port fields accept a number or a string, as kumactl's `Port` does.
-fn optional_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+fn port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     let value = ScalarOrList::deserialize(deserializer)?;
     match value {
-        ScalarOrList::Scalar(text) => parse_port(&text).map(Some).map_err(de::Error::custom),
+        ScalarOrList::Scalar(text) => parse_port(&text).map_err(de::Error::custom),
         ScalarOrList::List(_) => Err(de::Error::custom("expected one port, found a list")),
     }
 }

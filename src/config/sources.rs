@@ -8,131 +8,14 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::definitions::{self, Kind};
 use super::settings::Settings;
 use super::{trusted_file, ConfigError};
 
+pub use super::definitions::ENV_PREFIX;
+
 /// Refuse absurd inputs early: a real config is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-pub const ENV_PREFIX: &str = "KUMA_TRANSPARENT_PROXY_";
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Text,
-    Bool,
-    Number,
-    List,
-}
-
-/// Environment variables kumactl reads (envconfig names) and the key each sets.
-const ENV_KEYS: &[(&str, &str, Kind)] = &[
-    ("KUMA_DP_USER", "kumaDPUser", Kind::Text),
-    ("IP_FAMILY_MODE", "ipFamilyMode", Kind::Text),
-    (
-        "REDIRECT_INBOUND_ENABLED",
-        "redirect.inbound.enabled",
-        Kind::Bool,
-    ),
-    ("REDIRECT_INBOUND_PORT", "redirect.inbound.port", Kind::Text),
-    (
-        "REDIRECT_INBOUND_INCLUDE_PORTS",
-        "redirect.inbound.includePorts",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_INBOUND_EXCLUDE_PORTS",
-        "redirect.inbound.excludePorts",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_INBOUND_EXCLUDE_PORTS_FOR_UIDS",
-        "redirect.inbound.excludePortsForUIDs",
-        Kind::List,
-    ),
-    (
-        "REDIRECT_INBOUND_EXCLUDE_PORTS_FOR_IPS",
-        "redirect.inbound.excludePortsForIPs",
-        Kind::List,
-    ),
-    (
-        "REDIRECT_INBOUND_INSERT_REDIRECT_INSTEAD_OF_APPEND",
-        "redirect.inbound.insertRedirectInsteadOfAppend",
-        Kind::Bool,
-    ),
-    (
-        "REDIRECT_OUTBOUND_ENABLED",
-        "redirect.outbound.enabled",
-        Kind::Bool,
-    ),
-    (
-        "REDIRECT_OUTBOUND_PORT",
-        "redirect.outbound.port",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_OUTBOUND_INCLUDE_PORTS",
-        "redirect.outbound.includePorts",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_OUTBOUND_EXCLUDE_PORTS",
-        "redirect.outbound.excludePorts",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_OUTBOUND_EXCLUDE_PORTS_FOR_UIDS",
-        "redirect.outbound.excludePortsForUIDs",
-        Kind::List,
-    ),
-    (
-        "REDIRECT_OUTBOUND_EXCLUDE_PORTS_FOR_IPS",
-        "redirect.outbound.excludePortsForIPs",
-        Kind::List,
-    ),
-    (
-        "REDIRECT_OUTBOUND_INSERT_REDIRECT_INSTEAD_OF_APPEND",
-        "redirect.outbound.insertRedirectInsteadOfAppend",
-        Kind::Bool,
-    ),
-    ("REDIRECT_DNS_ENABLED", "redirect.dns.enabled", Kind::Bool),
-    ("REDIRECT_DNS_PORT", "redirect.dns.port", Kind::Text),
-    (
-        "REDIRECT_DNS_CAPTURE_ALL",
-        "redirect.dns.captureAll",
-        Kind::Bool,
-    ),
-    (
-        "REDIRECT_DNS_SKIP_CONNTRACK_ZONE_SPLIT",
-        "redirect.dns.skipConntrackZoneSplit",
-        Kind::Bool,
-    ),
-    (
-        "REDIRECT_DNS_RESOLV_CONFIG_PATH",
-        "redirect.dns.resolvConfigPath",
-        Kind::Text,
-    ),
-    (
-        "REDIRECT_VNET_NETWORKS",
-        "redirect.vnet.networks",
-        Kind::List,
-    ),
-    ("DROP_INVALID_PACKETS", "dropInvalidPackets", Kind::Bool),
-    ("VERBOSE", "verbose", Kind::Bool),
-    ("DRY_RUN", "dryRun", Kind::Bool),
-    ("LOG_ENABLED", "log.enabled", Kind::Bool),
-    ("LOG_LEVEL", "log.level", Kind::Number),
-    ("WAIT", "wait", Kind::Number),
-    ("WAIT_INTERVAL", "waitInterval", Kind::Number),
-    ("RETRY_MAX_RETRIES", "retry.maxRetries", Kind::Number),
-    (
-        "RETRY_SLEEP_BETWEEN_RETRIES",
-        "retry.sleepBetweenRetries",
-        Kind::Text,
-    ),
-    ("STORE_FIREWALLD", "storeFirewalld", Kind::Bool),
-    ("COMMENTS_DISABLED", "comments.disabled", Kind::Bool),
-    ("CNI_MODE", "cniMode", Kind::Bool),
-];
 
 /// Reads one `--config` source (a path or `-` for stdin) into a checked partial tree. With
 /// `only_root_writable`, a file another user could write or replace is refused
@@ -187,7 +70,7 @@ pub fn environment_layer(
         let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let Some((_, key, kind)) = ENV_KEYS.iter().find(|(s, _, _)| *s == suffix) else {
+        let Some(setting) = definitions::by_env(suffix) else {
             unknown.push(name);
             continue;
         };
@@ -195,23 +78,26 @@ pub fn environment_layer(
             name: name.clone(),
             message: format!("'{raw}' is not {what}"),
         };
-        let value = match kind {
-            Kind::Text => Value::String(raw.clone()),
-            Kind::Bool => Value::Bool(parse_bool(&raw).ok_or_else(|| bad("a boolean"))?),
+        // Anything else goes in as text, for the document's own parsers to check.
+        let value = match setting.kind {
+            Kind::Switch => Value::Bool(parse_bool(&raw).ok_or_else(|| bad("a boolean"))?),
             Kind::Number => Value::Number(
                 raw.trim()
                     .parse::<u64>()
                     .map_err(|_| bad("a number"))?
                     .into(),
             ),
-            Kind::List => Value::Array(
+            Kind::List(_) => Value::Array(
                 raw.split(',')
                     .filter(|s| !s.trim().is_empty())
                     .map(|s| Value::String(s.to_string()))
                     .collect(),
             ),
+            Kind::Port | Kind::Ports | Kind::Text | Kind::Checked(_) | Kind::Executables => {
+                Value::String(raw.clone())
+            }
         };
-        set_path(&mut tree, key, value);
+        set_path(&mut tree, setting.key, value);
         check(&tree).map_err(|message| ConfigError::Environment {
             name: name.clone(),
             message,
@@ -264,9 +150,12 @@ pub fn merge(base: &mut Value, top: Value) {
     }
 }
 
-/// Deserialises a tree, naming the path of the first problem (`redirect.inbound.port: …`).
+/// Deserialises a tree laid over the defaults, naming the path of the first problem
+/// (`redirect.inbound.port: …`).
 pub fn deserialize(value: &Value) -> Result<Settings, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut tree = definitions::defaults();
+    merge(&mut tree, value.clone());
+    serde_path_to_error::deserialize(&tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         if path == "." {
@@ -333,10 +222,7 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(
-            deserialize(&json).unwrap().redirect.inbound.port,
-            Some(1234)
-        );
+        assert_eq!(deserialize(&json).unwrap().redirect.inbound.port, 1234);
         let yaml = read_config_file("-", &mut "kumaDPUser: 5678\n".as_bytes(), false).unwrap();
         assert_eq!(deserialize(&yaml).unwrap().kuma_dp_user, "5678");
     }
@@ -361,7 +247,7 @@ mod tests {
         ])
         .unwrap();
         let settings = deserialize(&tree).unwrap();
-        assert_eq!(settings.redirect.inbound.port, Some(1234));
+        assert_eq!(settings.redirect.inbound.port, 1234);
         assert!(settings.store_firewalld);
         assert_eq!(settings.redirect.vnet.networks.len(), 2);
         assert_eq!(unknown, vec!["KUMA_TRANSPARENT_PROXY_NOPE".to_string()]);
