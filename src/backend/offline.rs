@@ -17,7 +17,7 @@ use crate::direct::{self, diff, Diff};
 use crate::format::firewalld_conf;
 use crate::format::restore;
 use crate::ruleset::Ruleset;
-use crate::system::notice;
+use crate::system::{self, notice};
 
 /// How often direct.xml may be written by another process under one run before it gives up.
 const MAX_INTERFERENCES: usize = 5;
@@ -243,20 +243,14 @@ pub fn rfc3964_ipv4(config_dir: &Path) -> Result<bool> {
 
 /// Sets `RFC3964_IPv4=no` in firewalld.conf, keeping every other line.
 pub fn disable_rfc3964_ipv4(config_dir: &Path) -> Result<()> {
-    let path = config_dir.join("firewalld.conf");
     let text = firewalld_conf::set(&read_conf(config_dir)?, "RFC3964_IPv4", "no");
-    let mut temp = tempfile::Builder::new()
-        .prefix(".firewalld.conf.")
-        .tempfile_in(config_dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut temp, text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    if let Ok(meta) = std::fs::metadata(&path) {
-        temp.as_file().set_permissions(meta.permissions())?;
-    }
-    temp.persist(&path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    // firewalld's own mode for its configuration files.
+    system::fs::replace(
+        &config_dir.join("firewalld.conf"),
+        ".firewalld.conf.",
+        text.as_bytes(),
+        0o644,
+    )
 }
 
 fn read_conf(config_dir: &Path) -> Result<String> {

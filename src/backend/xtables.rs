@@ -47,6 +47,52 @@ pub struct RestoreOptions {
     pub sleep_between_retries: Duration,
 }
 
+/// A script `iptables-restore --test` rejected, and what it said.
+#[derive(Debug)]
+pub struct Rejected {
+    command: String,
+    status: String,
+    stderr: String,
+}
+
+impl std::error::Error for Rejected {}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed ({}): {}",
+            self.command,
+            self.status,
+            self.stderr.trim().replace('\n', "; ")
+        )
+    }
+}
+
+impl Rejected {
+    /// What iptables said, without its line numbers, usage hints and program name (`owner:
+    /// Bad OWNER UID value …`); the exit status when it said nothing.
+    pub fn reasons(&self) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("Error occurred at line") && !l.starts_with("Try `"))
+            .map(|l| match l.split_once("): ") {
+                // `iptables-restore v1.8.9 (nf_tables): owner: Bad OWNER UID value ...`
+                Some((program, rest)) if program.contains("tables") => rest,
+                _ => l,
+            })
+            .collect();
+        if lines.is_empty() {
+            format!("it failed ({})", self.status)
+        } else {
+            lines.join("; ")
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Xtables {
     pub family: Family,
@@ -346,11 +392,22 @@ impl Xtables {
         process::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
     }
 
-    /// Checks a restore script without applying it.
+    /// Checks a restore script without applying it (`--noflush --test`). When iptables
+    /// rejects it, the error is a [`Rejected`].
     pub fn test_restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
         let args = self.restore_args(options, true);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        process::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+        let output = process::run(&self.restore, &args, Some(script))
+            .with_context(|| format!("cannot run {}", self.restore.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(Rejected {
+            command: format!("{} {}", self.restore.display(), args.join(" ")),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+        .into())
     }
 
     /// Applies a restore script as one transaction, retrying as configured.

@@ -12,25 +12,24 @@
 //! file, larger than 16 MiB) is an error.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::{self, Read as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 
 use crate::format::direct_json::JsonEntry;
-use crate::system::process;
 
 use crate::backend::direct_file::MAX_SIZE;
 use crate::backend::firewalld::{self, Presence};
-use crate::backend::xtables::{Mode, Xtables};
+use crate::backend::xtables::{Mode, Rejected, RestoreOptions, Xtables};
 use crate::direct::{self, DirectConfig, Subject};
 use crate::error::BadInput;
 use crate::family::Family;
 use crate::format::direct_xml::{self, Entry};
 use crate::quoting::join_args;
+use crate::system::fs;
 
 /// What to inspect.
 pub enum Source {
@@ -516,52 +515,36 @@ fn from_file(path: &Path, explicit: bool) -> Result<Inspection> {
 /// most [`MAX_SIZE`]. Opened without blocking, so that a FIFO is refused instead of waiting
 /// for a writer forever.
 fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
+    let (file, metadata) = fs::open_regular(path, true)?;
     if metadata.len() > MAX_SIZE {
-        return Err(io::Error::other(format!(
-            "larger than {} MiB, which no direct.xml is",
-            MAX_SIZE / 1024 / 1024
-        )));
+        return Err(too_large());
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_SIZE + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    fs::read_at_most(file, MAX_SIZE).map_err(|e| match e.kind() {
+        io::ErrorKind::FileTooLarge => too_large(),
+        _ => e,
+    })
 }
 
-/// Runs `restore --noflush --test` on `script`; Err with what it printed, shortened.
+fn too_large() -> io::Error {
+    io::Error::other(format!(
+        "larger than {}, which no direct.xml is",
+        fs::size(MAX_SIZE)
+    ))
+}
+
+/// Runs `restore --noflush --test` on `script` (legacy iptables waiting up to 10 s for the
+/// xtables lock); Err with what it printed, shortened.
 fn test_restore(xtables: &Xtables, script: &str) -> Result<(), String> {
-    let mut args = Vec::new();
-    if xtables.mode == Mode::Legacy {
-        args.push("--wait=10");
-    }
-    args.extend(["--noflush", "--test"]);
-    let output = process::run(&xtables.restore, &args, Some(script))
-        .map_err(|e| format!("cannot run {}: {e}", xtables.restore.display()))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .filter(|l| !l.starts_with("Error occurred at line") && !l.starts_with("Try `"))
-        .map(|l| match l.split_once("): ") {
-            // `iptables-restore v1.8.9 (nf_tables): owner: Bad OWNER UID value ...`
-            Some((program, rest)) if program.contains("tables") => rest,
-            _ => l,
+    let options = RestoreOptions {
+        wait_seconds: 10,
+        wait_interval_micros: 0,
+        max_retries: 0,
+        sleep_between_retries: Duration::ZERO,
+    };
+    xtables
+        .test_restore(script, &options)
+        .map_err(|error| match error.downcast_ref::<Rejected>() {
+            Some(rejected) => rejected.reasons(),
+            None => format!("{error:#}"),
         })
-        .collect();
-    if lines.is_empty() {
-        Err(format!("it failed ({})", output.status))
-    } else {
-        Err(lines.join("; "))
-    }
 }

@@ -9,11 +9,10 @@
 //! `<chain>` entries; built-in chains keep their names (firewalld maps them to `X_direct`
 //! on its iptables backend).
 
-use std::fs;
-use std::io::{self, Read as _};
+use std::io;
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::backend::direct_file::{DirectFile, MAX_SIZE};
 use crate::direct::{self, DirectChain, DirectConfig, DirectRule};
@@ -21,7 +20,7 @@ use crate::error::BadInput;
 use crate::family::Family;
 use crate::format::direct_xml::{self, Document};
 use crate::format::restore::{self, RestoreParseError, RestoreRule, RestoreTable};
-use crate::system::notice;
+use crate::system::{fs, notice};
 
 /// The direct entries `text` (named `name` in messages) describes; text without section
 /// headers is `family`'s.
@@ -63,42 +62,36 @@ pub fn merged_into(path: &Path, entries: &DirectConfig) -> Result<String> {
 /// bytes (no direct.xml is larger; an endless input such as `/dev/zero` is refused instead
 /// of filling the memory).
 pub fn read_input(input: Option<&Path>) -> Result<(String, String)> {
-    let Some(path) = input.filter(|p| p.as_os_str() != "-") else {
-        let bytes = read_at_most(io::stdin().lock()).context("reading stdin")?;
-        refuse_too_large("stdin", &bytes)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| not_utf8("stdin", e.utf8_error().valid_up_to()))?;
-        return Ok(("stdin".to_string(), text));
-    };
-    let name = path.display().to_string();
-    let bytes = match fs::File::open(path) {
-        Ok(file) => read_at_most(file).with_context(|| format!("reading {name}"))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(BadInput(format!("{name}: no such file")).into())
+    let (name, bytes) = match input.filter(|p| p.as_os_str() != "-") {
+        None => (
+            "stdin".to_string(),
+            fs::read_at_most(io::stdin().lock(), MAX_SIZE),
+        ),
+        Some(path) => {
+            let name = path.display().to_string();
+            let bytes = match std::fs::File::open(path) {
+                Ok(file) => fs::read_at_most(file, MAX_SIZE),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(BadInput(format!("{name}: no such file")).into())
+                }
+                Err(e) => Err(e),
+            };
+            (name, bytes)
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {name}")),
     };
-    refuse_too_large(&name, &bytes)?;
+    let bytes = bytes.map_err(|e| -> anyhow::Error {
+        match e.kind() {
+            io::ErrorKind::FileTooLarge => BadInput(format!(
+                "{name} is larger than {}; refusing to read it",
+                fs::size(MAX_SIZE)
+            ))
+            .into(),
+            _ => anyhow::Error::new(e).context(format!("reading {name}")),
+        }
+    })?;
     let text =
         String::from_utf8(bytes).map_err(|e| not_utf8(&name, e.utf8_error().valid_up_to()))?;
     Ok((name, text))
-}
-
-/// At most one byte more than [`MAX_SIZE`] of `input`.
-fn read_at_most(input: impl io::Read) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    input.take(MAX_SIZE + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-fn refuse_too_large(name: &str, bytes: &[u8]) -> Result<(), BadInput> {
-    if bytes.len() as u64 > MAX_SIZE {
-        return Err(BadInput(format!(
-            "{name} is larger than {} MiB; refusing to read it",
-            MAX_SIZE / 1024 / 1024
-        )));
-    }
-    Ok(())
 }
 
 fn not_utf8(name: &str, at: usize) -> anyhow::Error {
@@ -185,10 +178,11 @@ pub fn entries(tables: &[RestoreTable]) -> Result<DirectConfig, RestoreParseErro
 /// The line and character of the first character XML 1.0 cannot hold (a control
 /// character): a direct.xml with it could be read back neither by firewalld nor by us.
 fn first_non_xml_char(text: &str) -> Option<(usize, char)> {
-    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
-    text.lines()
-        .enumerate()
-        .find_map(|(i, line)| line.chars().find(|&c| !allowed(c)).map(|c| (i + 1, c)))
+    text.lines().enumerate().find_map(|(i, line)| {
+        line.chars()
+            .find(|&c| !direct_xml::is_xml_char(c))
+            .map(|c| (i + 1, c))
+    })
 }
 
 /// `document` with the translated entries merged in, as the offline writer merges

@@ -26,7 +26,7 @@
 //! to `direct.xml` or `firewalld.conf` are removed before the work starts.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -211,13 +211,8 @@ fn is_our_temp_name(name: &str) -> bool {
 
 /// The pid recorded in a lock file, when it names a live process.
 fn pid_in(lock_file: &Path) -> Option<u32> {
-    let mut text = String::new();
-    File::open(lock_file)
-        .ok()?
-        .take(64)
-        .read_to_string(&mut text)
-        .ok()?;
-    let pid: u32 = text.trim().parse().ok()?;
+    let bytes = super::fs::read_at_most(File::open(lock_file).ok()?, 64).ok()?;
+    let pid: u32 = std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 

@@ -2,6 +2,7 @@
 //! netlink, other programs, files). The layers above decide; this one carries it out.
 
 pub mod bus;
+pub mod fs;
 pub mod host;
 pub mod lock;
 pub mod netlink;
