@@ -1,4 +1,4 @@
-//! Hostile and bad input (issue 5): flags, environment variables, config files and
+//! Hostile and bad input: flags, environment variables, config files and
 //! `direct.xml` files built to break things. Each must give one clear error line (ours,
 //! `tproxy-firewalld: error: …`, or clap's `error: …`), the documented exit status (2 for bad
 //! input, 1 for a direct.xml the tool refuses to touch), never a panic, never a hang, and

@@ -1,4 +1,4 @@
-//! Property tests (issue 5): the direct.xml reader, writer and byte-preserving editor, and
+//! Property tests: the direct.xml reader, writer and byte-preserving editor, and
 //! the planner, checked on generated inputs rather than examples.
 //!
 //! - arguments → `render` → `parse` → the same arguments (firewalld's shell-style quoting),

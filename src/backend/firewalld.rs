@@ -67,7 +67,7 @@ pub struct Bus {
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
 /// none. `patience`: how long the bus, and firewalld while it starts, may take to answer.
-/// Whether firewalld is on it, [`Asked::presence`] finds out.
+/// Whether firewalld is on it, [`PendingPresence::presence`] finds out.
 pub fn connect(patience: Duration) -> Result<Option<Bus>> {
     let connection = bus::system_bus(patience).map_err(|e| {
         anyhow!("{e}; is dbus-daemon stuck? Run again once it answers, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed")
@@ -85,11 +85,11 @@ pub fn find(patience: Duration) -> Result<Presence> {
 
 impl Bus {
     /// Asks firewalld for its state and settings, without waiting for the answers: the calls
-    /// sent after these queue behind them (see [`bus::Sent`]), so the answers that decide
+    /// sent after these queue behind them (see [`bus::Pending`]), so the answers that decide
     /// what to do come first.
-    pub fn ask(self) -> Result<Asked> {
-        let sent = || -> zbus::Result<Asked> {
-            Ok(Asked {
+    pub fn ask(self) -> Result<PendingPresence> {
+        let sent = || -> zbus::Result<PendingPresence> {
+            Ok(PendingPresence {
                 main: bus::get_all(&self.connection, bus::PATH, bus::SERVICE)?,
                 settings: bus::get_all(
                     &self.connection,
@@ -107,19 +107,19 @@ impl Bus {
 type Properties = HashMap<String, zbus::zvariant::OwnedValue>;
 
 /// firewalld's state and settings, asked for (see [`Bus::ask`]).
-pub struct Asked {
+pub struct PendingPresence {
     connection: Connection,
     patience: Duration,
-    main: bus::Sent<Properties>,
-    settings: bus::Sent<Properties>,
+    main: bus::Pending<Properties>,
+    settings: bus::Pending<Properties>,
 }
 
-impl Asked {
+impl PendingPresence {
     /// Sends the reads of firewalld's runtime and permanent direct configurations; firewalld
     /// answers them right after its state and settings, while we work on those. Whatever
     /// reloads or restarts firewalld from here on is watched for: the watch is set up while
     /// firewalld answers the first two calls, before the reads go out.
-    pub fn read_in_background(&self) -> Result<Reading> {
+    pub fn read_in_background(&self) -> Result<PendingConfigs> {
         let proxies = || -> zbus::Result<(RuntimeDirect<'static>, PermanentDirect<'static>)> {
             Ok((
                 bus::uncached(&self.connection)?,
@@ -129,7 +129,7 @@ impl Asked {
         let (runtime, permanent) =
             proxies().map_err(|e| failure("reading firewalld's direct rules", &e))?;
         let disruptions = watch(&self.connection)?;
-        Ok(Reading::send(&runtime, &permanent, disruptions))
+        Ok(PendingConfigs::send(&runtime, &permanent, disruptions))
     }
 
     /// firewalld's state, waiting while it starts, and its settings; Absent when nobody owns
@@ -220,7 +220,7 @@ const PATIENCE: Duration = Duration::from_secs(1);
 /// service as started once it owns its name, so a unit ordered after firewalld.service can
 /// land in that window: there, we wait (saying so) instead of hanging silently or failing.
 fn main_properties_once_started(
-    main: &mut bus::Sent<Properties>,
+    main: &mut bus::Pending<Properties>,
     timeout: Duration,
 ) -> Result<Option<Properties>> {
     let answer = match main.answer_within(PATIENCE) {
@@ -291,19 +291,19 @@ fn is_gone(error: &anyhow::Error) -> bool {
 }
 
 /// The three runtime lists, asked for: firewalld has no call that returns them together.
-struct RuntimeReading {
-    chains: bus::Sent<Vec<WireChain>>,
-    rules: bus::Sent<Vec<WireRule>>,
-    passthroughs: bus::Sent<Vec<WirePassthrough>>,
+struct PendingRuntime {
+    chains: bus::Pending<Vec<WireChain>>,
+    rules: bus::Pending<Vec<WireRule>>,
+    passthroughs: bus::Pending<Vec<WirePassthrough>>,
 }
 
-impl RuntimeReading {
+impl PendingRuntime {
     fn send(runtime: &RuntimeDirect<'static>) -> Self {
         let proxy = runtime.inner();
-        RuntimeReading {
-            chains: bus::Sent::call(proxy, "getAllChains", ()),
-            rules: bus::Sent::call(proxy, "getAllRules", ()),
-            passthroughs: bus::Sent::call(proxy, "getAllPassthroughs", ()),
+        PendingRuntime {
+            chains: bus::Pending::call(proxy, "getAllChains", ()),
+            rules: bus::Pending::call(proxy, "getAllRules", ()),
+            passthroughs: bus::Pending::call(proxy, "getAllPassthroughs", ()),
         }
     }
 
@@ -319,11 +319,11 @@ impl RuntimeReading {
     }
 }
 
-fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Sent<WireSettings> {
-    bus::Sent::call(permanent.inner(), "getSettings", ())
+fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Pending<WireSettings> {
+    bus::Pending::call(permanent.inner(), "getSettings", ())
 }
 
-fn permanent_answer(sent: bus::Sent<WireSettings>) -> Result<DirectConfig> {
+fn permanent_answer(sent: bus::Pending<WireSettings>) -> Result<DirectConfig> {
     sent.answer()
         .map(from_wire)
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
@@ -331,35 +331,35 @@ fn permanent_answer(sent: bus::Sent<WireSettings>) -> Result<DirectConfig> {
 
 /// firewalld's runtime and permanent direct configuration, asked for, with a watch on
 /// whatever replaces them under us from then on.
-pub struct Reading {
-    runtime: RuntimeReading,
-    permanent: bus::Sent<WireSettings>,
+pub struct PendingConfigs {
+    runtime: PendingRuntime,
+    permanent: bus::Pending<WireSettings>,
     disruptions: Disruptions,
 }
 
-/// What a [`Reading`] brought back.
-struct Read {
+/// What a [`PendingConfigs`] brought back.
+struct Configs {
     runtime: DirectConfig,
     permanent: DirectConfig,
     disruptions: Disruptions,
 }
 
-impl Reading {
+impl PendingConfigs {
     fn send(
         runtime: &RuntimeDirect<'static>,
         permanent: &PermanentDirect<'static>,
         disruptions: Disruptions,
     ) -> Self {
-        Reading {
-            runtime: RuntimeReading::send(runtime),
+        PendingConfigs {
+            runtime: PendingRuntime::send(runtime),
             permanent: send_permanent_read(permanent),
             disruptions,
         }
     }
 
     /// Both configurations, once both answers are in.
-    fn wait(self) -> Result<Read> {
-        Ok(Read {
+    fn wait(self) -> Result<Configs> {
+        Ok(Configs {
             runtime: self.runtime.answer()?,
             permanent: permanent_answer(self.permanent)?,
             disruptions: self.disruptions,
@@ -374,7 +374,7 @@ fn watch(connection: &Connection) -> Result<Disruptions> {
 
 impl Firewalld {
     pub fn runtime_config(&self) -> Result<DirectConfig> {
-        RuntimeReading::send(&self.runtime).answer()
+        PendingRuntime::send(&self.runtime).answer()
     }
 
     pub fn permanent_config(&self) -> Result<DirectConfig> {
@@ -383,13 +383,13 @@ impl Firewalld {
 
     /// Sends the reads of both configurations, so that probing iptables and building the
     /// rules overlap firewalld's answers: each read is a round trip to firewalld's Python.
-    pub fn read_in_background(&self) -> Result<Reading> {
+    pub fn read_in_background(&self) -> Result<PendingConfigs> {
         Ok(self.read_watched(watch(&self.connection)?))
     }
 
     /// Sends the reads of both configurations, watched by `disruptions`.
-    fn read_watched(&self, disruptions: Disruptions) -> Reading {
-        Reading::send(&self.runtime, &self.permanent, disruptions)
+    fn read_watched(&self, disruptions: Disruptions) -> PendingConfigs {
+        PendingConfigs::send(&self.runtime, &self.permanent, disruptions)
     }
 
     /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (on when unset; off for
@@ -456,7 +456,7 @@ impl Firewalld {
     }
 
     /// Sends the call that makes `change` in `target`; its answer is collected later.
-    fn send(&self, change: &Change, target: Target) -> bus::Sent<()> {
+    fn send(&self, change: &Change, target: Target) -> bus::Pending<()> {
         let proxy = match target {
             Target::Runtime => self.runtime.inner(),
             Target::Permanent => self.permanent.inner(),
@@ -468,13 +468,15 @@ impl Firewalld {
         };
         let passthrough = |p: &Passthrough| (p.ipv.clone(), p.args.clone());
         match change {
-            Change::AddChain(c) => bus::Sent::call(proxy, "addChain", chain(c)),
-            Change::RemoveChain(c) => bus::Sent::call(proxy, "removeChain", chain(c)),
-            Change::AddRule(r) => bus::Sent::call(proxy, "addRule", rule(r)),
-            Change::RemoveRule(r) => bus::Sent::call(proxy, "removeRule", rule(r)),
-            Change::AddPassthrough(p) => bus::Sent::call(proxy, "addPassthrough", passthrough(p)),
+            Change::AddChain(c) => bus::Pending::call(proxy, "addChain", chain(c)),
+            Change::RemoveChain(c) => bus::Pending::call(proxy, "removeChain", chain(c)),
+            Change::AddRule(r) => bus::Pending::call(proxy, "addRule", rule(r)),
+            Change::RemoveRule(r) => bus::Pending::call(proxy, "removeRule", rule(r)),
+            Change::AddPassthrough(p) => {
+                bus::Pending::call(proxy, "addPassthrough", passthrough(p))
+            }
             Change::RemovePassthrough(p) => {
-                bus::Sent::call(proxy, "removePassthrough", passthrough(p))
+                bus::Pending::call(proxy, "removePassthrough", passthrough(p))
             }
         }
     }
@@ -493,7 +495,7 @@ impl Firewalld {
         changes: &'a [Change],
         target: Target,
     ) -> Result<Vec<&'a Change>, Refused<'a>> {
-        let sent: Vec<bus::Sent<()>> = changes.iter().map(|c| self.send(c, target)).collect();
+        let sent: Vec<bus::Pending<()>> = changes.iter().map(|c| self.send(c, target)).collect();
         let mut done: Vec<&Change> = Vec::new();
         let mut refused = None;
         for (change, sent) in changes.iter().zip(sent) {
@@ -759,7 +761,7 @@ pub struct FirewalldBackend {
     /// The operator accepts that firewalld 2.x flushes other tools' iptables rules.
     flush_accepted: bool,
     /// Both configurations, read while the rules were built; the first plan uses them.
-    reading: Option<Reading>,
+    reading: Option<PendingConfigs>,
     /// Watching firewalld since the first read of this run.
     disruptions: Option<Disruptions>,
     /// Some attempt of this run sent a change.
@@ -788,7 +790,7 @@ impl FirewalldBackend {
     }
 
     /// Plans from configurations [`Firewalld::read_in_background`] is reading.
-    pub fn with_reading(mut self, reading: Option<Reading>) -> Self {
+    pub fn with_reading(mut self, reading: Option<PendingConfigs>) -> Self {
         self.reading = reading;
         self
     }
@@ -843,11 +845,6 @@ impl FirewalldBackend {
         )
     }
 
-    /// The firewalld this backend talks to (after a restart, the one now running).
-    pub fn firewalld(&self) -> &Firewalld {
-        &self.firewalld
-    }
-
     /// Reads both configurations (those read while the rules were built, the first time)
     /// and plans our entries in them.
     fn plan_for(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
@@ -856,7 +853,7 @@ impl FirewalldBackend {
             (None, Some(disruptions)) => self.firewalld.read_watched(disruptions),
             (None, None) => self.firewalld.read_in_background()?,
         };
-        let Read {
+        let Configs {
             runtime,
             permanent,
             disruptions,
@@ -894,7 +891,7 @@ impl FirewalldBackend {
     /// any permanent change before that makes firewalld write its older entries over it.
     /// So this waits for the watcher, and refuses when the two stay apart. A malformed file
     /// is refused at once: firewalld would rewrite it from the part it could parse.
-    fn read_once_file_is_loaded(&self, reading: Reading) -> Result<Read> {
+    fn read_once_file_is_loaded(&self, reading: PendingConfigs) -> Result<Configs> {
         if !self.store {
             return reading.wait();
         }

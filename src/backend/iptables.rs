@@ -24,12 +24,13 @@ pub struct IptablesBackend {
     showing_rules: Option<bool>,
     /// A plan for tables that hold nothing of ours may skip reading them (install).
     first_install: Option<FirstInstall>,
-    /// What the last converge changed: each family's tables as they were before, so
+    /// What the last transactions changed: each family's tables as they were before, so
     /// [`IptablesBackend::undo`] can put them back.
-    applied: Vec<Applied>,
+    undo: Vec<Snapshot>,
 }
 
-struct Applied {
+/// A family's tables as they were before a transaction changed them.
+struct Snapshot {
     xtables: Xtables,
     before: String,
     tables: Vec<String>,
@@ -44,7 +45,7 @@ impl IptablesBackend {
             options,
             showing_rules: None,
             first_install: None,
-            applied: Vec::new(),
+            undo: Vec::new(),
         }
     }
 
@@ -63,16 +64,16 @@ impl IptablesBackend {
         self
     }
 
-    /// Puts back, newest first, the tables the last converge changed.
+    /// Puts back, newest first, the tables the last transactions changed.
     pub fn undo(&mut self) -> Result<()> {
         let mut failures = Vec::new();
-        for applied in self.applied.drain(..).rev() {
-            let tables: Vec<&str> = applied.tables.iter().map(String::as_str).collect();
-            if let Err(e) = applied
+        for snapshot in self.undo.drain(..).rev() {
+            let tables: Vec<&str> = snapshot.tables.iter().map(String::as_str).collect();
+            if let Err(e) = snapshot
                 .xtables
-                .put_back(&applied.before, &tables, &self.options)
+                .put_back(&snapshot.before, &tables, &self.options)
             {
-                failures.push(format!("{}: {e:#}", applied.xtables.family.label()));
+                failures.push(format!("{}: {e:#}", snapshot.xtables.family.label()));
             }
         }
         if failures.is_empty() {
@@ -263,7 +264,7 @@ impl IptablesBackend {
     ) -> Result<Outcome> {
         // Each family's transaction is atomic. If one fails, the families applied with it
         // are put back as they were saved, so all change or none.
-        self.applied.clear();
+        self.undo.clear();
         let mut rejected = None;
         let attempts = self.each_family(plans, |(xtables, script)| {
             let before = xtables.snapshot()?;
@@ -284,7 +285,7 @@ impl IptablesBackend {
                 Err(error) => may_have_committed(script, error),
             };
             if committed {
-                self.applied.push(Applied {
+                self.undo.push(Snapshot {
                     xtables: xtables.clone(),
                     before,
                     tables: tables_in(script).into_iter().map(String::from).collect(),
@@ -365,7 +366,7 @@ impl IptablesBackend {
                 None => return Ok(None),
             }
         }
-        self.applied.clear();
+        self.undo.clear();
         let attempts = self.each_family(&plans, |(xtables, script)| {
             let result = xtables.restore_once(script, &self.options);
             start_reading_back(xtables);

@@ -110,7 +110,7 @@ enum Snapshot {
     #[default]
     Unread,
     /// `iptables-save` is running on another thread.
-    Reading(thread::JoinHandle<Result<String>>),
+    PendingConfigs(thread::JoinHandle<Result<String>>),
     Read(String),
 }
 
@@ -178,7 +178,7 @@ impl Xtables {
         let mut snapshot = self.lock_snapshot();
         if matches!(*snapshot, Snapshot::Unread) {
             let xtables = self.clone();
-            *snapshot = Snapshot::Reading(thread::spawn(move || xtables.run_save()));
+            *snapshot = Snapshot::PendingConfigs(thread::spawn(move || xtables.run_save()));
         }
     }
 
@@ -204,7 +204,7 @@ impl Xtables {
         let mut snapshot = self.lock_snapshot();
         let text = match std::mem::take(&mut *snapshot) {
             Snapshot::Read(text) => text,
-            Snapshot::Reading(reading) => reading
+            Snapshot::PendingConfigs(reading) => reading
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("{} failed", self.save.display())))?,
             Snapshot::Unread => self.run_save()?,

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::backend::applied;
 use crate::backend::direct_file::DirectFile;
-use crate::backend::firewalld::{self, Asked, Bus, FirewalldBackend, Presence};
+use crate::backend::firewalld::{self, Bus, FirewalldBackend, PendingPresence, Presence};
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::offline::{self, OfflineBackend};
 use crate::backend::xtables::{self, Mode, RestoreOptions, Xtables};
@@ -123,7 +123,7 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
         }
         _ => None,
     };
-    let presence = asked.map_or(Ok(Presence::Absent), Asked::presence)?;
+    let presence = asked.map_or(Ok(Presence::Absent), PendingPresence::presence)?;
     let selected = select(&config.placement, config.store_firewalld, presence)?;
     let ipv6 = ipv6_under(&selected, &config)?;
     let families = families(&config, ipv6 != Ipv6::Refused);

@@ -5,7 +5,7 @@
 //!
 //! zbus 5 with its blocking API: the calls that change firewalld go one at a time, each
 //! answer deciding the next, and the tool has no other use for an async runtime. Only the
-//! reads a run sends all at once ([`Sent`]) use zbus's async calls underneath. zbus 6
+//! reads a run sends all at once ([`Pending`]) use zbus's async calls underneath. zbus 6
 //! dropped the blocking API and would need us to carry `block_on` around every call for
 //! no gain.
 
@@ -56,7 +56,7 @@ pub trait FirewallD1 {
 )]
 pub trait RuntimeDirect {
     // Its calls (getAllRules, addRule, …) are sent by name ahead of their answers:
-    // `Sent::call`.
+    // `Pending::call`.
 }
 
 #[zbus::proxy(
@@ -111,7 +111,7 @@ where
 /// message before it waits for the reply. That is how zbus 5 works rather than something it
 /// promises; were it to change, each call would go out when its answer is waited for:
 /// slower, but the same answers.
-pub struct Sent<T> {
+pub struct Pending<T> {
     // In a Mutex only to be Sync (the future is not), so that what holds it can be shared
     // between threads; it is only ever used through `&mut self` or `self`.
     answer: Mutex<Answer<T>>,
@@ -119,7 +119,7 @@ pub struct Sent<T> {
 
 type Answer<T> = Pin<Box<dyn Future<Output = zbus::Result<T>> + Send>>;
 
-impl<T: Send + 'static> Sent<T> {
+impl<T: Send + 'static> Pending<T> {
     /// Sends `method` through `proxy` now. With NoAutoStart: the bus must not start a stopped
     /// firewalld for us, and answers for it that nobody owns its name (NameHasNoOwner).
     pub fn call<B>(proxy: &zbus::blocking::Proxy<'static>, method: &'static str, body: B) -> Self
@@ -143,7 +143,7 @@ impl<T: Send + 'static> Sent<T> {
         {
             answer = Box::pin(std::future::ready(done));
         }
-        Sent {
+        Pending {
             answer: Mutex::new(answer),
         }
     }
@@ -175,13 +175,13 @@ pub fn get_all(
     connection: &Connection,
     path: &'static str,
     interface: &'static str,
-) -> zbus::Result<Sent<HashMap<String, zvariant::OwnedValue>>> {
+) -> zbus::Result<Pending<HashMap<String, zvariant::OwnedValue>>> {
     let properties = zbus::blocking::fdo::PropertiesProxy::builder(connection)
         .destination(SERVICE)?
         .path(path)?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()?;
-    Ok(Sent::call(properties.inner(), "GetAll", interface))
+    Ok(Pending::call(properties.inner(), "GetAll", interface))
 }
 
 /// The string properties among `all`.

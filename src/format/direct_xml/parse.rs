@@ -77,7 +77,8 @@ pub(super) struct State<'t> {
 }
 
 /// Buffers reused from one element to the next, so that reading an entry allocates
-/// nothing unless it is kept (a 10,000-rule file used to spend most of its time in malloc).
+/// nothing unless it is kept (a 10,000-rule file would otherwise spend most of its time in
+/// malloc).
 #[derive(Default)]
 struct Scratch<'t> {
     /// The open child's text content, unescaped, with XML's end-of-line handling (only one
