@@ -13,7 +13,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "vocabulary: errors, families, tables, ownership, quoting",
         &["error", "family", "tables", "ownership", "quoting"],
     ),
-    ("system: bus, netlink, processes, files, the lock, host facts", &["system"]),
+    (
+        "system: bus, netlink, processes, files, the lock, host facts",
+        &["system"],
+    ),
     ("configuration", &["config"]),
     ("rule models", &["ruleset", "direct"]),
     ("formats", &["format"]),
@@ -78,14 +81,20 @@ fn no_module_uses_a_layer_above_its_own() {
             continue;
         }
         let own = layer_of(&top).unwrap_or_else(|| {
-            panic!("{}: module `{top}` is in no layer of LAYERS", relative.display())
+            panic!(
+                "{}: module `{top}` is in no layer of LAYERS",
+                relative.display()
+            )
         });
         placed += 1;
         let text = std::fs::read_to_string(file).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for used in crate_paths(code) {
             let Some(layer) = layer_of(&used) else {
-                violations.push(format!("{}: uses unknown crate::{used}", relative.display()));
+                violations.push(format!(
+                    "{}: uses unknown crate::{used}",
+                    relative.display()
+                ));
                 continue;
             };
             if layer > own {
