@@ -1,4 +1,4 @@
-//! The benchmark of issue 6: `install` against what operators would otherwise run, on a
+//! The benchmark: `install` against what operators would otherwise run, on a
 //! real firewalld in the test harness's namespaces, medians of several runs. Writes
 //! BENCHMARKS.md. Run with `scripts/bench.sh` (root; installs what it needs).
 

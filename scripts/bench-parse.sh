@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times the direct.xml parser without firewalld or root (issue 6, rows 5a/5b): writes a
+# Times the direct.xml parser without firewalld or root (rows 5a/5b): writes a
 # direct.xml with 10,000 foreign rules, shaped like benches/firewalld.rs builds it, and
 # prints the median of RUNS (default 15) runs of `translate --merge` (parse, merge, print)
 # and `inspect --file` (lenient parse and checks) with the release binary. Neither command

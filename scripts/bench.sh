@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark (issue 6): installs the system packages it needs (when root and missing),
+# The benchmark: installs the system packages it needs (when root and missing),
 # then runs benches/firewalld.rs, which starts a private firewalld in its own namespaces
 # and writes BENCHMARKS.md. Takes a few minutes; needs root.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The slow reliability target (issue 5). tests/crash.rs with SIGKILLs at random moments
+# The slow reliability target. tests/crash.rs with SIGKILLs at random moments
 # during install and uninstall: 100 with firewalld stopped (direct.xml + iptables) instead of
 # the normal test run's 10, and with firewalld running (D-Bus) 40 on each of the 4 cells of
 # the firewalld matrix (160 in all) instead of 3 per cell. Then tests/concurrency.rs races 2

@@ -25,7 +25,7 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 
-# The slow reliability target (issue 5): 100 SIGKILLs with firewalld stopped and 40 on each
+# The slow reliability target: 100 SIGKILLs with firewalld stopped and 40 on each
 # firewalld cell at random moments, then re-runs that must converge; 2 to 8 concurrent runs
 # on each firewalld cell. CI always runs it; locally: scripts/crash-loop.sh.
 if [[ "${CI:-}" == true ]]; then

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::config::definitions::{self, Kind, Setting, SETTINGS};
 use crate::config::sources::{merge, set_path};
 use crate::config::values;
+use crate::config::BackendChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -345,16 +346,6 @@ pub struct FirewalldArgs {
     /// firewalld's configuration directory (holds direct.xml and firewalld.conf)
     #[arg(long, value_name = "DIR", default_value = "/etc/firewalld")]
     pub firewalld_config_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// firewalld if it runs, else iptables (and direct.xml when firewalld is installed)
-    Auto,
-    /// firewalld's direct interface over D-Bus; fails when firewalld is not running
-    Firewalld,
-    /// Raw iptables-restore; refused while firewalld runs (it would flush the rules)
-    Iptables,
 }
 
 /// Wraps a parser so clap reports its error under the flag's name but keeps the text.

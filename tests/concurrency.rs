@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
 use common::{Sandbox, BIN};
-use tproxy_firewalld::lock::{LOCK_FILE, QUEUE_DIR, TIMEOUT_ENV};
+use tproxy_firewalld::config::LOCK_TIMEOUT_ENV as TIMEOUT_ENV;
+use tproxy_firewalld::system::lock::{LOCK_FILE, QUEUE_DIR};
 
 const WAITING: &str = "waiting for another tproxy-firewalld run (pid ";
 

@@ -33,7 +33,7 @@ use common::firewalld::{with_firewalld, FirewalldSandbox, Flavor, BACKENDS};
 use common::{Sandbox, BIN, MULTIPLE_FLAGS};
 use tproxy_firewalld::direct::DirectConfig;
 use tproxy_firewalld::format::direct_xml;
-use tproxy_firewalld::lock::QUEUE_DIR;
+use tproxy_firewalld::system::lock::QUEUE_DIR;
 
 const FOREIGN: &str = include_str!("../xml-fixtures/foreign-live.xml");
 

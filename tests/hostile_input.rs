@@ -1,4 +1,4 @@
-//! Hostile and bad input (issue 5): flags, environment variables, config files and
+//! Hostile and bad input: flags, environment variables, config files and
 //! `direct.xml` files built to break things. Each must give one clear error line (ours,
 //! `tproxy-firewalld: error: …`, or clap's `error: …`), the documented exit status (2 for bad
 //! input, 1 for a direct.xml the tool refuses to touch), never a panic, never a hang, and
@@ -19,20 +19,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
+use common::run::{output_of, shown, tproxy_in, tproxy_on_host};
+use common::world::{assert_same_world, tree, world};
 use common::{Sandbox, BIN};
-
-/// Longest any single run may take; a hang on hostile input fails the test.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 const BIG: usize = 50 * 1024 * 1024;
 
@@ -44,81 +40,6 @@ fn fixture(name: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------
 // Running and judging
-
-/// Runs `command` (stdin from `stdin`, or nothing), killing it when it takes longer than
-/// [`RUN_TIMEOUT`].
-fn output_of(mut command: Command, stdin: Option<Vec<u8>>, what: &str) -> Output {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("start the command");
-    let pid = child.id();
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        // The command may stop reading early (a size limit): a broken pipe is fine.
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match receiver.recv_timeout(RUN_TIMEOUT) {
-        Ok(output) => output.expect("wait for the command"),
-        Err(_) => {
-            // Only the process this test started, by its id.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{what}: no answer within {RUN_TIMEOUT:?}; it hangs on this input");
-        }
-    }
-}
-
-/// Our binary inside the sandbox's namespaces, with `args` (any bytes) and extra `env`.
-fn tproxy_in(
-    sandbox: &Sandbox,
-    args: &[OsString],
-    env: &[(OsString, OsString)],
-    stdin: Option<Vec<u8>>,
-) -> Output {
-    let mut command = sandbox.command(&[BIN]);
-    command.args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    output_of(command, stdin, &shown(args))
-}
-
-/// Our binary on the host (for commands that only read files).
-fn tproxy_on_host(args: &[OsString]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        // Never the host's firewalld.
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
-    output_of(command, None, &shown(args))
-}
-
-fn shown(args: &[OsString]) -> String {
-    let text: Vec<String> = args
-        .iter()
-        .map(|a| {
-            let lossy = a.to_string_lossy();
-            if lossy.chars().count() > 80 {
-                let start: String = lossy.chars().take(60).collect();
-                format!("{start}…({} bytes)", lossy.len())
-            } else {
-                format!("{lossy:?}")
-            }
-        })
-        .collect();
-    text.join(" ")
-}
 
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
@@ -186,96 +107,6 @@ fn assert_succeeded(what: &str, output: &Output) {
 
 // ---------------------------------------------------------------------------------------
 // What "nothing changed" compares
-
-/// One directory entry, without following symbolic links. Contents are compared for
-/// files up to 1 MiB; larger ones by size, inode and change times.
-#[derive(Debug, PartialEq, Eq)]
-enum Node {
-    File {
-        len: u64,
-        mode: u32,
-        uid: u32,
-        inode: u64,
-        mtime: (i64, i64),
-        ctime: (i64, i64),
-        bytes: Option<Vec<u8>>,
-    },
-    Link(PathBuf),
-    Dir(u32),
-    Other(u32),
-}
-
-fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let relative = path.strip_prefix(root).unwrap().to_path_buf();
-        let node = if meta.file_type().is_symlink() {
-            Node::Link(std::fs::read_link(&path).unwrap())
-        } else if meta.is_dir() {
-            walk(root, &path, out);
-            Node::Dir(meta.mode())
-        } else if meta.is_file() {
-            Node::File {
-                len: meta.len(),
-                mode: meta.mode(),
-                uid: meta.uid(),
-                inode: meta.ino(),
-                mtime: (meta.mtime(), meta.mtime_nsec()),
-                ctime: (meta.ctime(), meta.ctime_nsec()),
-                bytes: (meta.len() <= 1 << 20).then(|| std::fs::read(&path).unwrap()),
-            }
-        } else {
-            Node::Other(meta.mode())
-        };
-        out.insert(relative, node);
-    }
-}
-
-/// The kernel tables of both families and every file of the sandbox.
-#[derive(Debug, PartialEq, Eq)]
-struct World {
-    iptables: String,
-    ip6tables: String,
-    files: BTreeMap<PathBuf, Node>,
-}
-
-fn world(sandbox: &Sandbox) -> World {
-    World {
-        iptables: sandbox.save("iptables-save"),
-        ip6tables: sandbox.save("ip6tables-save"),
-        files: tree(sandbox.dir.path()),
-    }
-}
-
-fn assert_same_world(what: &str, before: &World, after: &World) {
-    assert_eq!(
-        before.iptables, after.iptables,
-        "{what}: the IPv4 tables changed"
-    );
-    assert_eq!(
-        before.ip6tables, after.ip6tables,
-        "{what}: the IPv6 tables changed"
-    );
-    if before.files != after.files {
-        let changed: Vec<&PathBuf> = before
-            .files
-            .keys()
-            .chain(after.files.keys())
-            .filter(|k| before.files.get(*k) != after.files.get(*k))
-            .collect();
-        panic!("{what}: files changed: {changed:?}");
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The sandbox with our rules installed

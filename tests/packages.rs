@@ -1,4 +1,4 @@
-//! The packages (issue 18): scripts/package.sh builds the RPM and the DEB from the checkout.
+//! The packages: scripts/package.sh builds the RPM and the DEB from the checkout.
 //! Their file lists (paths, modes, owners, RPM file flags) and dependencies are exactly
 //! tests/expected/packages/*; the RPM installs into a scratch root (`rpm --root`) and the
 //! DEB unpacks (`dpkg -x`), and in each the binary runs, is static (one build for RHEL 8's

@@ -1,4 +1,4 @@
-//! Property tests (issue 5): the direct.xml reader, writer and byte-preserving editor, and
+//! Property tests: the direct.xml reader, writer and byte-preserving editor, and
 //! the planner, checked on generated inputs rather than examples.
 //!
 //! - arguments → `render` → `parse` → the same arguments (firewalld's shell-style quoting),
@@ -12,7 +12,7 @@
 //! - `Document::with_owned` on generated foreign files (any layout: comments, blank lines,
 //!   tabs, CRLF, both attribute quotes, CDATA, character references) gives the foreign
 //!   file back byte for byte once our entries are removed again;
-//! - `direct::plan` applied to the current configuration yields the desired entries of
+//! - `direct::diff` applied to the current configuration yields the desired entries of
 //!   ours, leaves foreign entries alone, orders its steps safely, and plans nothing more
 //!   afterwards; `direct::translate` numbers each chain with strictly increasing
 //!   priorities, keeps them on a re-run and moves nothing when one rule is added.
@@ -911,7 +911,7 @@ proptest! {
             1 => DirectConfig::default(),
             _ => effective(&desired),
         };
-        let plan = direct::plan(&current, &desired);
+        let plan = direct::diff(&current, &desired);
         check_order(&plan.changes).map_err(TestCaseError::fail)?;
         let after = apply(&current, &plan.changes).map_err(TestCaseError::fail)?;
 
@@ -921,7 +921,7 @@ proptest! {
         prop_assert_eq!(as_set(&ours.passthroughs), as_set(&desired.passthroughs));
         prop_assert_eq!(after.foreign(), current.foreign());
 
-        let again = direct::plan(&after, &desired);
+        let again = direct::diff(&after, &desired);
         prop_assert!(again.is_empty(), "second plan: {:?}", again.changes);
         prop_assert_eq!(
             again.unchanged,
@@ -1135,7 +1135,7 @@ proptest! {
         let first = direct::translate(&ruleset, &current);
         let second = direct::translate(&ruleset, &first);
         prop_assert_eq!(&second, &first);
-        prop_assert!(direct::plan(&first, &second).is_empty());
+        prop_assert!(direct::diff(&first, &second).is_empty());
 
         // Fresh numbers leave room between neighbours (kept arbitrary ones may not).
         let first = direct::translate(&ruleset, &DirectConfig::default());
@@ -1153,8 +1153,8 @@ proptest! {
         let added: Vec<&DirectRule> = grown.rules.iter().filter(|r| !first.rules.contains(r)).collect();
         prop_assert_eq!(added.len(), more.families.len(), "{:#?}", added);
         prop_assert!(first.rules.iter().all(|r| grown.rules.contains(r)));
-        let plan = direct::plan(&first, &grown);
-        prop_assert_eq!(plan.count(true), more.families.len());
-        prop_assert_eq!(plan.count(false), 0);
+        let plan = direct::diff(&first, &grown);
+        prop_assert_eq!(plan.added(), more.families.len());
+        prop_assert_eq!(plan.removed(), 0);
     }
 }

@@ -1,4 +1,4 @@
-//! The systemd units of packaging/systemd (issue 18): `systemd-analyze verify` and
+//! The systemd units of packaging/systemd: `systemd-analyze verify` and
 //! `security` pass on them in a scratch root laid out as the packages install them (nothing
 //! is booted); they declare the order the README promises; and a boot through firewalld,
 //! with the unit's own commands under its own sandboxing (tests/common/unit.rs), makes no

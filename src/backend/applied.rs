@@ -13,7 +13,6 @@
 //! among it, means planning and applying as usual: a record can save work, never change an
 //! outcome.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::iptables::ObservedTable;
@@ -52,14 +51,13 @@ impl Record {
 
     /// Stores the record, replacing any other atomically. A record that cannot be written
     /// only costs the next run its shortcut, so the error is the caller's to ignore.
-    pub fn store(&self) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("/"));
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tproxy-firewalld.applied.")
-            .tempfile_in(dir)?;
-        temp.write_all(self.text.as_bytes())?;
-        temp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+    pub fn store(&self) -> anyhow::Result<()> {
+        crate::system::fs::replace(
+            &self.path,
+            ".tproxy-firewalld.applied.",
+            self.text.as_bytes(),
+            0o600,
+        )
     }
 }
 

@@ -8,12 +8,10 @@
 //! (`firewall-offline-cmd`, an editor, config management) makes after we read the file is
 //! noticed and left in place, for the caller to read and plan again ([`Staged::commit`]).
 
-use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::fs::{self, DirBuilder, File, Metadata};
+use std::io;
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -26,6 +24,7 @@ use tempfile::NamedTempFile;
 
 use crate::direct::DirectConfig;
 use crate::format::direct_xml::{self, Document};
+use crate::system;
 
 /// Files larger than this are refused: a real direct.xml has at most a few hundred lines.
 pub const MAX_SIZE: u64 = 16 * 1024 * 1024;
@@ -149,8 +148,7 @@ impl DirectFile {
             Some((_, metadata)) => (metadata.mode() & 0o7777, Some(metadata)),
             None => (NEW_FILE_MODE, None),
         };
-        let new = self
-            .staged_copy(text.as_bytes(), mode, like)
+        let new = system::fs::staged(self.dir(), ".direct.xml.", text.as_bytes(), mode, like)
             .with_context(|| format!("replacing {path}"))?;
         Ok(Staged {
             file: self,
@@ -167,44 +165,7 @@ impl DirectFile {
     }
 
     fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        }
-    }
-
-    /// Writes `bytes` to a new temporary file in the directory (O_EXCL, O_NOFOLLOW), syncs
-    /// it and gives it `mode` (and `like`'s owner). The temporary file is removed on any
-    /// error, and when the result is dropped.
-    fn staged_copy(
-        &self,
-        bytes: &[u8],
-        mode: u32,
-        like: Option<&Metadata>,
-    ) -> Result<NamedTempFile> {
-        let temp = tempfile::Builder::new()
-            .prefix(".direct.xml.")
-            .make_in(self.dir(), |path| {
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-                    .open(path)
-            })
-            .context("creating a temporary file")?;
-        let mut file = temp.as_file();
-        file.write_all(bytes)?;
-        if let Some(like) = like {
-            let own = file.metadata()?;
-            if own.uid() != like.uid() || own.gid() != like.gid() {
-                std::os::unix::fs::fchown(file, Some(like.uid()), Some(like.gid()))
-                    .context("giving the new file the owner of the old one")?;
-            }
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        Ok(temp)
+        system::fs::parent(&self.path)
     }
 }
 
@@ -319,10 +280,7 @@ fn put_in_place(file: &DirectFile, held: &Held, temp: &Path) -> Result<Committed
 
 impl DirectFile {
     fn sync_dir(&self) -> Result<()> {
-        let dir = self.dir();
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))
+        system::fs::sync_dir(self.dir())
     }
 }
 
@@ -435,15 +393,11 @@ fn read_regular(path: &Path, leased: bool) -> Result<Option<Read>> {
     if metadata.file_type().is_symlink() {
         bail!("{shown} is a symbolic link; refusing to follow it");
     }
-    if !metadata.is_file() {
-        bail!("{shown} is not a regular file");
-    }
-    // O_NOFOLLOW: it may have been replaced by a link since; fstat again for the same reason.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("reading {shown}"))?;
+    // It may have been replaced by a link since: opened without following one.
+    let (file, metadata) = system::fs::open_regular(path, false).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidInput => anyhow::anyhow!("{shown} is not a regular file"),
+        _ => anyhow::Error::new(e).context(format!("reading {shown}")),
+    })?;
     // The lease holds the same open file, through a second descriptor.
     let mut lease = if leased {
         let fd = file
@@ -453,30 +407,19 @@ fn read_regular(path: &Path, leased: bool) -> Result<Option<Read>> {
     } else {
         None
     };
-    let metadata = file
-        .metadata()
-        .with_context(|| format!("reading {shown}"))?;
-    if !metadata.is_file() {
-        bail!("{shown} is not a regular file");
-    }
+    let too_large = || {
+        anyhow::anyhow!(
+            "{shown} is larger than {}; refusing to read it",
+            system::fs::size(MAX_SIZE)
+        )
+    };
     if metadata.len() > MAX_SIZE {
-        bail!(
-            "{shown} is larger than {} MiB ({} bytes); refusing to read it",
-            MAX_SIZE / 1024 / 1024,
-            metadata.len()
-        );
+        return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    (&file)
-        .take(MAX_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {shown}"))?;
-    if bytes.len() as u64 > MAX_SIZE {
-        bail!(
-            "{shown} is larger than {} MiB; refusing to read it",
-            MAX_SIZE / 1024 / 1024
-        );
-    }
+    let bytes = system::fs::read_at_most(&file, MAX_SIZE).map_err(|e| match e.kind() {
+        io::ErrorKind::FileTooLarge => too_large(),
+        _ => anyhow::Error::new(e).context(format!("reading {shown}")),
+    })?;
     Ok(Some(Read {
         bytes,
         metadata,

@@ -20,18 +20,22 @@ use zbus::blocking::Connection;
 use super::direct_file::{DirectFile, Loaded};
 use super::iptables::plan_family;
 use super::xtables::{Mode, RestoreOptions, Xtables};
-use super::{Backend, Outcome};
-use crate::direct::{self, plan, Change, DirectChain, DirectConfig, DirectRule, Passthrough, Plan};
-use crate::error::BadInput;
+use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
+use crate::config::START_TIMEOUT_ENV;
+use crate::direct::{self, diff, Change, Diff, DirectChain, DirectConfig, DirectRule, Passthrough};
+use crate::format::direct_xml;
 use crate::ruleset::Ruleset;
 use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
+use crate::system::notice;
 
 /// A connection to a running firewalld and what it told us about itself.
 pub struct Firewalld {
     connection: Connection,
+    /// How long to wait for firewalld while it starts (or restarts).
+    patience: Duration,
     firewalld: FirewallD<'static>,
     runtime: RuntimeDirect<'static>,
     permanent: PermanentDirect<'static>,
@@ -57,38 +61,35 @@ pub enum Presence {
 /// The system bus, connected; firewalld may or may not be on it.
 pub struct Bus {
     connection: Connection,
+    /// How long to wait for firewalld while it starts (or restarts).
+    patience: Duration,
 }
 
 /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured); None when there is
-/// none. Whether firewalld is on it, [`Asked::presence`] finds out.
-pub fn connect() -> Result<Option<Bus>> {
-    let patience = start_timeout()?;
+/// none. `patience`: how long the bus, and firewalld while it starts, may take to answer.
+/// Whether firewalld is on it, [`PendingPresence::presence`] finds out.
+pub fn connect(patience: Duration) -> Result<Option<Bus>> {
     let connection = bus::system_bus(patience).map_err(|e| {
         anyhow!("{e}; is dbus-daemon stuck? Run again once it answers, or wait longer with {START_TIMEOUT_ENV}=SECONDS; nothing was changed")
     })?;
-    Ok(connection.map(|connection| Bus { connection }))
+    Ok(connection.map(|connection| Bus {
+        connection,
+        patience,
+    }))
 }
 
 /// Looks for firewalld on the system bus.
-pub fn find() -> Result<Presence> {
-    connect()?.map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
-}
-
-/// How long to wait for the bus, and for a firewalld still starting.
-fn start_timeout() -> Result<Duration> {
-    Ok(
-        crate::host::seconds_from_env(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT)
-            .map_err(BadInput)?,
-    )
+pub fn find(patience: Duration) -> Result<Presence> {
+    connect(patience)?.map_or(Ok(Presence::Absent), |bus| bus.ask()?.presence())
 }
 
 impl Bus {
     /// Asks firewalld for its state and settings, without waiting for the answers: the calls
-    /// sent after these queue behind them (see [`bus::Sent`]), so the answers that decide
+    /// sent after these queue behind them (see [`bus::Pending`]), so the answers that decide
     /// what to do come first.
-    pub fn ask(self) -> Result<Asked> {
-        let sent = || -> zbus::Result<Asked> {
-            Ok(Asked {
+    pub fn ask(self) -> Result<PendingPresence> {
+        let sent = || -> zbus::Result<PendingPresence> {
+            Ok(PendingPresence {
                 main: bus::get_all(&self.connection, bus::PATH, bus::SERVICE)?,
                 settings: bus::get_all(
                     &self.connection,
@@ -96,6 +97,7 @@ impl Bus {
                     "org.fedoraproject.FirewallD1.config",
                 )?,
                 connection: self.connection.clone(),
+                patience: self.patience,
             })
         };
         sent().map_err(|e| failure("asking firewalld for its state", &e))
@@ -105,18 +107,19 @@ impl Bus {
 type Properties = HashMap<String, zbus::zvariant::OwnedValue>;
 
 /// firewalld's state and settings, asked for (see [`Bus::ask`]).
-pub struct Asked {
+pub struct PendingPresence {
     connection: Connection,
-    main: bus::Sent<Properties>,
-    settings: bus::Sent<Properties>,
+    patience: Duration,
+    main: bus::Pending<Properties>,
+    settings: bus::Pending<Properties>,
 }
 
-impl Asked {
+impl PendingPresence {
     /// Sends the reads of firewalld's runtime and permanent direct configurations; firewalld
     /// answers them right after its state and settings, while we work on those. Whatever
     /// reloads or restarts firewalld from here on is watched for: the watch is set up while
     /// firewalld answers the first two calls, before the reads go out.
-    pub fn read_in_background(&self) -> Result<Reading> {
+    pub fn read_in_background(&self) -> Result<PendingConfigs> {
         let proxies = || -> zbus::Result<(RuntimeDirect<'static>, PermanentDirect<'static>)> {
             Ok((
                 bus::uncached(&self.connection)?,
@@ -126,7 +129,7 @@ impl Asked {
         let (runtime, permanent) =
             proxies().map_err(|e| failure("reading firewalld's direct rules", &e))?;
         let disruptions = watch(&self.connection)?;
-        Ok(Reading::send(&runtime, &permanent, disruptions))
+        Ok(PendingConfigs::send(&runtime, &permanent, disruptions))
     }
 
     /// firewalld's state, waiting while it starts, and its settings; Absent when nobody owns
@@ -134,14 +137,15 @@ impl Asked {
     /// this ask again once it is back.
     pub fn presence(self) -> Result<Presence> {
         let connection = self.connection.clone();
+        let self_patience = self.patience;
         match self.answers() {
-            Err(error) if is_gone(&error) => presence_once_back(&connection),
+            Err(error) if is_gone(&error) => presence_once_back(&connection, self_patience),
             presence => presence,
         }
     }
 
     fn answers(mut self) -> Result<Presence> {
-        let timeout = start_timeout()?;
+        let timeout = self.patience;
         let main = match main_properties_once_started(&mut self.main, timeout)? {
             Some(main) => bus::strings(main),
             None => return Ok(Presence::Absent),
@@ -159,6 +163,7 @@ impl Asked {
         let mut build = || -> zbus::Result<Firewalld> {
             Ok(Firewalld {
                 connection: connection.clone(),
+                patience: timeout,
                 firewalld: bus::uncached(&connection)?,
                 runtime: bus::uncached(&connection)?,
                 permanent: bus::uncached(&connection)?,
@@ -175,13 +180,13 @@ impl Asked {
 
 /// firewalld's presence after it left the bus: asked again until it is back, for up to the
 /// start timeout; Absent when it is still gone then (it stopped).
-fn presence_once_back(connection: &Connection) -> Result<Presence> {
-    let patience = start_timeout()?;
+fn presence_once_back(connection: &Connection, patience: Duration) -> Result<Presence> {
     let deadline = Instant::now() + patience;
     let mut told = false;
     loop {
         let bus = Bus {
             connection: connection.clone(),
+            patience,
         };
         let presence = bus.ask()?.answers();
         let gone = match &presence {
@@ -204,9 +209,6 @@ fn presence_once_back(connection: &Connection) -> Result<Presence> {
 }
 
 /// How long a run waits for the system bus and a starting firewalld by default.
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Overrides [`DEFAULT_START_TIMEOUT`]: a whole number of seconds.
-pub const START_TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_START_TIMEOUT";
 /// How long firewalld may take to answer before we tell the operator we are waiting.
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -218,16 +220,16 @@ const PATIENCE: Duration = Duration::from_secs(1);
 /// service as started once it owns its name, so a unit ordered after firewalld.service can
 /// land in that window: there, we wait (saying so) instead of hanging silently or failing.
 fn main_properties_once_started(
-    main: &mut bus::Sent<Properties>,
+    main: &mut bus::Pending<Properties>,
     timeout: Duration,
 ) -> Result<Option<Properties>> {
     let answer = match main.answer_within(PATIENCE) {
         Some(answer) => answer,
         None => {
-            eprintln!(
-                "tproxy-firewalld: firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
+            notice(format!(
+                "firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
                 timeout.as_secs()
-            );
+            ));
             main.answer_within(timeout.saturating_sub(PATIENCE))
                 .ok_or_else(|| {
                     anyhow!(
@@ -289,25 +291,25 @@ fn is_gone(error: &anyhow::Error) -> bool {
 }
 
 /// The three runtime lists, asked for: firewalld has no call that returns them together.
-struct RuntimeReading {
-    chains: bus::Sent<Vec<WireChain>>,
-    rules: bus::Sent<Vec<WireRule>>,
-    passthroughs: bus::Sent<Vec<WirePassthrough>>,
+struct PendingRuntime {
+    chains: bus::Pending<Vec<WireChain>>,
+    rules: bus::Pending<Vec<WireRule>>,
+    passthroughs: bus::Pending<Vec<WirePassthrough>>,
 }
 
-impl RuntimeReading {
+impl PendingRuntime {
     fn send(runtime: &RuntimeDirect<'static>) -> Self {
         let proxy = runtime.inner();
-        RuntimeReading {
-            chains: bus::Sent::call(proxy, "getAllChains", ()),
-            rules: bus::Sent::call(proxy, "getAllRules", ()),
-            passthroughs: bus::Sent::call(proxy, "getAllPassthroughs", ()),
+        PendingRuntime {
+            chains: bus::Pending::call(proxy, "getAllChains", ()),
+            rules: bus::Pending::call(proxy, "getAllRules", ()),
+            passthroughs: bus::Pending::call(proxy, "getAllPassthroughs", ()),
         }
     }
 
     fn answer(self) -> Result<DirectConfig> {
         let answers = || -> zbus::Result<DirectConfig> {
-            Ok(bus::from_wire((
+            Ok(from_wire((
                 self.chains.answer()?,
                 self.rules.answer()?,
                 self.passthroughs.answer()?,
@@ -317,47 +319,47 @@ impl RuntimeReading {
     }
 }
 
-fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Sent<WireSettings> {
-    bus::Sent::call(permanent.inner(), "getSettings", ())
+fn send_permanent_read(permanent: &PermanentDirect<'static>) -> bus::Pending<WireSettings> {
+    bus::Pending::call(permanent.inner(), "getSettings", ())
 }
 
-fn permanent_answer(sent: bus::Sent<WireSettings>) -> Result<DirectConfig> {
+fn permanent_answer(sent: bus::Pending<WireSettings>) -> Result<DirectConfig> {
     sent.answer()
-        .map(bus::from_wire)
+        .map(from_wire)
         .map_err(|e| failure("reading firewalld's permanent direct rules", &e))
 }
 
 /// firewalld's runtime and permanent direct configuration, asked for, with a watch on
 /// whatever replaces them under us from then on.
-pub struct Reading {
-    runtime: RuntimeReading,
-    permanent: bus::Sent<WireSettings>,
+pub struct PendingConfigs {
+    runtime: PendingRuntime,
+    permanent: bus::Pending<WireSettings>,
     disruptions: Disruptions,
 }
 
-/// What a [`Reading`] brought back.
-struct Read {
+/// What a [`PendingConfigs`] brought back.
+struct Configs {
     runtime: DirectConfig,
     permanent: DirectConfig,
     disruptions: Disruptions,
 }
 
-impl Reading {
+impl PendingConfigs {
     fn send(
         runtime: &RuntimeDirect<'static>,
         permanent: &PermanentDirect<'static>,
         disruptions: Disruptions,
     ) -> Self {
-        Reading {
-            runtime: RuntimeReading::send(runtime),
+        PendingConfigs {
+            runtime: PendingRuntime::send(runtime),
             permanent: send_permanent_read(permanent),
             disruptions,
         }
     }
 
     /// Both configurations, once both answers are in.
-    fn wait(self) -> Result<Read> {
-        Ok(Read {
+    fn wait(self) -> Result<Configs> {
+        Ok(Configs {
             runtime: self.runtime.answer()?,
             permanent: permanent_answer(self.permanent)?,
             disruptions: self.disruptions,
@@ -372,7 +374,7 @@ fn watch(connection: &Connection) -> Result<Disruptions> {
 
 impl Firewalld {
     pub fn runtime_config(&self) -> Result<DirectConfig> {
-        RuntimeReading::send(&self.runtime).answer()
+        PendingRuntime::send(&self.runtime).answer()
     }
 
     pub fn permanent_config(&self) -> Result<DirectConfig> {
@@ -381,13 +383,13 @@ impl Firewalld {
 
     /// Sends the reads of both configurations, so that probing iptables and building the
     /// rules overlap firewalld's answers: each read is a round trip to firewalld's Python.
-    pub fn read_in_background(&self) -> Result<Reading> {
+    pub fn read_in_background(&self) -> Result<PendingConfigs> {
         Ok(self.read_watched(watch(&self.connection)?))
     }
 
     /// Sends the reads of both configurations, watched by `disruptions`.
-    fn read_watched(&self, disruptions: Disruptions) -> Reading {
-        Reading::send(&self.runtime, &self.permanent, disruptions)
+    fn read_watched(&self, disruptions: Disruptions) -> PendingConfigs {
+        PendingConfigs::send(&self.runtime, &self.permanent, disruptions)
     }
 
     /// `RFC3964_IPv4` from firewalld.conf, as firewalld reads it (on when unset; off for
@@ -454,7 +456,7 @@ impl Firewalld {
     }
 
     /// Sends the call that makes `change` in `target`; its answer is collected later.
-    fn send(&self, change: &Change, target: Target) -> bus::Sent<()> {
+    fn send(&self, change: &Change, target: Target) -> bus::Pending<()> {
         let proxy = match target {
             Target::Runtime => self.runtime.inner(),
             Target::Permanent => self.permanent.inner(),
@@ -466,13 +468,15 @@ impl Firewalld {
         };
         let passthrough = |p: &Passthrough| (p.ipv.clone(), p.args.clone());
         match change {
-            Change::AddChain(c) => bus::Sent::call(proxy, "addChain", chain(c)),
-            Change::RemoveChain(c) => bus::Sent::call(proxy, "removeChain", chain(c)),
-            Change::AddRule(r) => bus::Sent::call(proxy, "addRule", rule(r)),
-            Change::RemoveRule(r) => bus::Sent::call(proxy, "removeRule", rule(r)),
-            Change::AddPassthrough(p) => bus::Sent::call(proxy, "addPassthrough", passthrough(p)),
+            Change::AddChain(c) => bus::Pending::call(proxy, "addChain", chain(c)),
+            Change::RemoveChain(c) => bus::Pending::call(proxy, "removeChain", chain(c)),
+            Change::AddRule(r) => bus::Pending::call(proxy, "addRule", rule(r)),
+            Change::RemoveRule(r) => bus::Pending::call(proxy, "removeRule", rule(r)),
+            Change::AddPassthrough(p) => {
+                bus::Pending::call(proxy, "addPassthrough", passthrough(p))
+            }
             Change::RemovePassthrough(p) => {
-                bus::Sent::call(proxy, "removePassthrough", passthrough(p))
+                bus::Pending::call(proxy, "removePassthrough", passthrough(p))
             }
         }
     }
@@ -491,7 +495,7 @@ impl Firewalld {
         changes: &'a [Change],
         target: Target,
     ) -> Result<Vec<&'a Change>, Refused<'a>> {
-        let sent: Vec<bus::Sent<()>> = changes.iter().map(|c| self.send(c, target)).collect();
+        let sent: Vec<bus::Pending<()>> = changes.iter().map(|c| self.send(c, target)).collect();
         let mut done: Vec<&Change> = Vec::new();
         let mut refused = None;
         for (change, sent) in changes.iter().zip(sent) {
@@ -545,7 +549,7 @@ fn is_off(value: Option<&str>) -> bool {
 
 /// Foreign runtime entries that the permanent configuration does not hold, described.
 fn runtime_only_foreign(runtime: &DirectConfig, permanent: &DirectConfig) -> Vec<String> {
-    let only = |config: &DirectConfig| plan(&DirectConfig::default(), config).changes;
+    let only = |config: &DirectConfig| diff(&DirectConfig::default(), config).changes;
     let stored = only(permanent);
     only(runtime)
         .into_iter()
@@ -573,9 +577,37 @@ fn foreign_additions(changes: Vec<RuntimeChange>) -> Vec<Change> {
 /// The change that adds `entry`.
 fn addition(entry: bus::Entry) -> Change {
     match entry {
-        bus::Entry::Chain(c) => Change::AddChain(c),
-        bus::Entry::Rule(r) => Change::AddRule(r),
-        bus::Entry::Passthrough(p) => Change::AddPassthrough(p),
+        bus::Entry::Chain((ipv, table, chain)) => {
+            Change::AddChain(DirectChain { ipv, table, chain })
+        }
+        bus::Entry::Rule(rule) => Change::AddRule(rule_from_wire(rule)),
+        bus::Entry::Passthrough((ipv, args)) => Change::AddPassthrough(Passthrough { ipv, args }),
+    }
+}
+
+fn rule_from_wire((ipv, table, chain, priority, args): WireRule) -> DirectRule {
+    DirectRule {
+        ipv,
+        table,
+        chain,
+        priority,
+        args,
+    }
+}
+
+/// firewalld's `(chains, rules, passthroughs)` as a direct configuration.
+pub fn from_wire(settings: WireSettings) -> DirectConfig {
+    let (chains, rules, passthroughs) = settings;
+    DirectConfig {
+        chains: chains
+            .into_iter()
+            .map(|(ipv, table, chain)| DirectChain { ipv, table, chain })
+            .collect(),
+        rules: rules.into_iter().map(rule_from_wire).collect(),
+        passthroughs: passthroughs
+            .into_iter()
+            .map(|(ipv, args)| Passthrough { ipv, args })
+            .collect(),
     }
 }
 
@@ -628,9 +660,13 @@ impl fmt::Display for Refused<'_> {
 
 /// What the backend would do, per target.
 pub struct FirewalldPlan {
-    pub runtime: Plan,
-    /// The permanent plan and the permanent configuration it leaves, when storing.
-    pub permanent: Option<(Plan, DirectConfig)>,
+    /// The backend's name, for the plan's headings.
+    backend: String,
+    /// The rules planned for.
+    ruleset: Ruleset,
+    pub runtime: Diff,
+    /// The permanent changes and the permanent configuration they leave, when storing.
+    pub permanent: Option<(Diff, DirectConfig)>,
     /// Our entries, as they will be.
     pub desired: DirectConfig,
     /// Not storing, and the permanent configuration holds other entries of ours: they
@@ -643,6 +679,26 @@ pub struct FirewalldPlan {
 impl FirewalldPlan {
     fn writes(&self) -> bool {
         !self.runtime.is_empty() || self.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty())
+    }
+}
+
+/// The dry run: each target's changes, and the direct.xml firewalld will write.
+impl fmt::Display for FirewalldPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "### {}: runtime ###\n{}", self.backend, self.runtime)?;
+        if let Some((permanent, after)) = &self.permanent {
+            write!(
+                f,
+                "\n### {}: permanent configuration (direct.xml) ###\n{permanent}",
+                self.backend
+            )?;
+            write!(
+                f,
+                "\n### resulting direct.xml, as firewalld writes it ###\n{}",
+                direct_xml::render(after)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -705,7 +761,7 @@ pub struct FirewalldBackend {
     /// The operator accepts that firewalld 2.x flushes other tools' iptables rules.
     flush_accepted: bool,
     /// Both configurations, read while the rules were built; the first plan uses them.
-    reading: Option<Reading>,
+    reading: Option<PendingConfigs>,
     /// Watching firewalld since the first read of this run.
     disruptions: Option<Disruptions>,
     /// Some attempt of this run sent a change.
@@ -734,7 +790,7 @@ impl FirewalldBackend {
     }
 
     /// Plans from configurations [`Firewalld::read_in_background`] is reading.
-    pub fn with_reading(mut self, reading: Option<Reading>) -> Self {
+    pub fn with_reading(mut self, reading: Option<PendingConfigs>) -> Self {
         self.reading = reading;
         self
     }
@@ -758,11 +814,7 @@ impl FirewalldBackend {
             .and_then(|m| m.parse::<u32>().ok());
         let flushes =
             major.is_some_and(|m| m >= 2) && self.firewalld.firewall_backend == "nftables";
-        if !flushes
-            || !plan.runtime_was_empty
-            || plan.runtime.count(true) == 0
-            || self.flush_accepted
-        {
+        if !flushes || !plan.runtime_was_empty || plan.runtime.added() == 0 || self.flush_accepted {
             return Ok(());
         }
         let mut found = Vec::new();
@@ -793,20 +845,15 @@ impl FirewalldBackend {
         )
     }
 
-    /// The firewalld this backend talks to (after a restart, the one now running).
-    pub fn firewalld(&self) -> &Firewalld {
-        &self.firewalld
-    }
-
     /// Reads both configurations (those read while the rules were built, the first time)
     /// and plans our entries in them.
-    pub fn plan(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+    fn plan_for(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
         let reading = match (self.reading.take(), self.disruptions.take()) {
             (Some(reading), _) => reading,
             (None, Some(disruptions)) => self.firewalld.read_watched(disruptions),
             (None, None) => self.firewalld.read_in_background()?,
         };
-        let Read {
+        let Configs {
             runtime,
             permanent,
             disruptions,
@@ -822,12 +869,14 @@ impl FirewalldBackend {
         // Priorities follow the stored rules when storing, so both targets agree.
         let desired = direct::translate(ruleset, permanent.as_ref().unwrap_or(&runtime));
         let permanent = permanent.map(|current| {
-            let plan = plan(&current, &desired);
-            let after = current.after(&plan);
-            (plan, after)
+            let changes = diff(&current, &desired);
+            let after = current.after(&changes);
+            (changes, after)
         });
         Ok(FirewalldPlan {
-            runtime: plan(&runtime, &desired),
+            backend: self.name(),
+            ruleset: ruleset.clone(),
+            runtime: diff(&runtime, &desired),
             permanent,
             runtime_was_empty: runtime.is_empty(),
             permanent_differs: stored_elsewise
@@ -842,7 +891,7 @@ impl FirewalldBackend {
     /// any permanent change before that makes firewalld write its older entries over it.
     /// So this waits for the watcher, and refuses when the two stay apart. A malformed file
     /// is refused at once: firewalld would rewrite it from the part it could parse.
-    fn read_once_file_is_loaded(&self, reading: Reading) -> Result<Read> {
+    fn read_once_file_is_loaded(&self, reading: PendingConfigs) -> Result<Configs> {
         if !self.store {
             return reading.wait();
         }
@@ -1012,14 +1061,12 @@ impl FirewalldBackend {
         }
     }
 
-    /// One read, plan, apply and verify.
-    fn attempt(&mut self, desired: &Ruleset) -> Result<FirewalldPlan, Stop> {
-        let plan = self.plan(desired)?;
-        self.refuse_foreign_flush(&plan)?;
-        let writes = plan.writes();
-        if writes {
+    /// Applies `plan` and verifies it.
+    fn attempt(&mut self, plan: &FirewalldPlan) -> Result<(), Stop> {
+        self.refuse_foreign_flush(plan)?;
+        if plan.writes() {
             self.wrote = true;
-            let runtime_done = self.check_and_apply_runtime(&plan, desired)?;
+            let runtime_done = self.check_and_apply_runtime(plan, &plan.ruleset)?;
             if let Some((permanent, _)) = &plan.permanent {
                 if let Err(refused) = self
                     .firewalld
@@ -1029,14 +1076,14 @@ impl FirewalldBackend {
                 }
             }
             // Without writes the plan was made from what was just read: nothing to read back.
-            self.verify(&plan)?;
+            self.verify(plan)?;
         }
         // A reload or restart before firewalld answered our last read: what we read may
         // already be gone.
         if let Some(disruption) = self.disrupted() {
             return Err(Stop::Disrupted(Disturbance::Firewalld(disruption)));
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Reads both targets back: our entries must be exactly the desired ones.
@@ -1058,7 +1105,7 @@ impl FirewalldBackend {
     /// After a disruption: waits until firewalld runs again, and talks to whoever owns its
     /// name now (a restart may bring another version or other settings).
     fn reconnect(&mut self) -> Result<()> {
-        match presence_once_back(&self.firewalld.connection)? {
+        match presence_once_back(&self.firewalld.connection, self.firewalld.patience)? {
             Presence::Running(firewalld) => {
                 self.firewalld = firewalld;
                 Ok(())
@@ -1068,7 +1115,7 @@ impl FirewalldBackend {
             ),
             Presence::Absent => bail!(
                 "firewalld stopped during the run and did not come back within {} s; its permanent configuration may hold part of the change: run again, with firewalld running or stopped",
-                start_timeout()?.as_secs()
+                self.firewalld.patience.as_secs()
             ),
         }
     }
@@ -1089,36 +1136,71 @@ impl Backend for FirewalldBackend {
         )
     }
 
-    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let mut disturbances: Vec<Disturbance> = Vec::new();
-        let plan = loop {
-            match self.attempt(desired) {
-                Ok(done) => break done,
-                Err(Stop::Failed(error)) => return Err(error),
-                Err(Stop::Disrupted(what)) => {
-                    disturbances.push(what);
-                    if disturbances.len() > MAX_DISRUPTIONS {
-                        bail!(
-                            "{} during the run ({} times; gave up): our entries may be partly in place; run again once firewalld is left alone",
-                            summarise(&disturbances),
-                            disturbances.len()
-                        );
-                    }
-                    notice(format!(
-                        "{} during the run; reading its configuration again",
-                        what.describe()
-                    ));
-                    self.reconnect()?;
-                }
-            }
+    fn observe(&mut self) -> Result<Observation> {
+        let name = self.name();
+        let permanent = self.firewalld.permanent_config()?.owned();
+        let runtime = self.firewalld.runtime_config()?.owned();
+        Ok(Observation {
+            views: vec![
+                View {
+                    name: format!("permanent ({name})"),
+                    kind: ViewKind::Permanent,
+                    entries: Ok(permanent),
+                },
+                View {
+                    name: format!("runtime ({name})"),
+                    kind: ViewKind::Runtime,
+                    entries: Ok(runtime),
+                },
+            ],
+            rfc3964_ipv4: Some(self.firewalld.rfc3964_ipv4()),
+        })
+    }
+
+    fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
+        Ok(Plan::Firewalld(self.plan_for(desired)?))
+    }
+
+    /// Applies the plan; a reload or restart of firewalld meanwhile (or our entries not as
+    /// applied) makes it read, plan and apply again, a bounded number of times.
+    fn apply(&mut self, plan: Plan) -> Result<Outcome> {
+        let Plan::Firewalld(mut plan) = plan else {
+            return Err(foreign_plan(&self.name()));
         };
+        let mut disturbances: Vec<Disturbance> = Vec::new();
+        loop {
+            let what = match self.attempt(&plan) {
+                Ok(()) => break,
+                Err(Stop::Failed(error)) => return Err(error),
+                Err(Stop::Disrupted(what)) => what,
+            };
+            disturbances.push(what);
+            if disturbances.len() > MAX_DISRUPTIONS {
+                bail!(
+                    "{} during the run ({} times; gave up): our entries may be partly in place; run again once firewalld is left alone",
+                    summarise(&disturbances),
+                    disturbances.len()
+                );
+            }
+            notice(format!(
+                "{} during the run; reading its configuration again",
+                what.describe()
+            ));
+            self.reconnect()?;
+            match self.plan_for(&plan.ruleset) {
+                Ok(again) => plan = again,
+                // firewalld went away again before it answered: the next attempt waits.
+                Err(error) if is_gone(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
         // Uninstall --keep-permanent leaves them on purpose and says so itself.
         if plan.permanent_differs && !plan.desired.is_empty() {
             notice("firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
-        let mut summary = vec![format!("runtime: {}", describe(&plan.runtime))];
+        let mut summary = vec![format!("runtime: {}", plan.runtime.summary())];
         if let Some((permanent, _)) = &plan.permanent {
-            summary.push(format!("permanent: {}", describe(permanent)));
+            summary.push(format!("permanent: {}", permanent.summary()));
         }
         Ok(Outcome {
             changed: self.wrote,
@@ -1138,38 +1220,63 @@ fn summarise(disturbances: &[Disturbance]) -> String {
     kinds.join(", ")
 }
 
-/// `3 added, 1 removed, 40 unchanged`.
-pub fn describe(plan: &Plan) -> String {
-    format!(
-        "{} added, {} removed, {} unchanged",
-        plan.count(true),
-        plan.count(false),
-        plan.unchanged
-    )
-}
-
-/// Notices go to stderr, one line each.
-fn notice(message: impl fmt::Display) {
-    eprintln!("tproxy-firewalld: {message}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::test_entries::{chain, rule};
+    use crate::direct::test_entries::rule;
+
+    #[test]
+    fn from_wire_keeps_every_field() {
+        let config = DirectConfig {
+            chains: vec![DirectChain {
+                ipv: "eb".into(),
+                table: "broute".into(),
+                chain: "X".into(),
+            }],
+            rules: vec![DirectRule {
+                ipv: "ipv6".into(),
+                table: "nat".into(),
+                chain: "OUTPUT".into(),
+                priority: -3,
+                args: vec!["-j".into(), "it's".into()],
+            }],
+            passthroughs: vec![Passthrough {
+                ipv: "ipv4".into(),
+                args: vec!["-A".into(), "INPUT".into()],
+            }],
+        };
+        let wire = (
+            vec![("eb".into(), "broute".into(), "X".into())],
+            vec![(
+                "ipv6".into(),
+                "nat".into(),
+                "OUTPUT".into(),
+                -3,
+                vec!["-j".into(), "it's".into()],
+            )],
+            vec![("ipv4".into(), vec!["-A".into(), "INPUT".into()])],
+        );
+        assert_eq!(from_wire(wire), config);
+    }
 
     #[test]
     fn foreign_additions_are_what_others_added_and_kept() {
-        let kept = rule("ipv4", "filter", "INPUT", 0, &["-j", "ACCEPT"]);
-        let undone = rule("ipv4", "filter", "INPUT", 1, &["-j", "DROP"]);
-        let ours = chain("ipv4", "nat", "KUMA_MESH_OUTBOUND");
+        let wire = |port: &str| -> WireRule {
+            let args = ["-p", "tcp", "--dport", port, "-j", "ACCEPT"];
+            let args = args.map(String::from).to_vec();
+            ("ipv4".into(), "filter".into(), "INPUT".into(), 0, args)
+        };
+        let ours = ("ipv4".into(), "nat".into(), "KUMA_MESH_OUTBOUND".into());
         let changes = vec![
-            RuntimeChange::Added(bus::Entry::Rule(undone.clone())),
-            RuntimeChange::Added(bus::Entry::Rule(kept.clone())),
+            RuntimeChange::Added(bus::Entry::Rule(wire("1"))),
+            RuntimeChange::Added(bus::Entry::Rule(wire("2"))),
             RuntimeChange::Added(bus::Entry::Chain(ours)),
-            RuntimeChange::Removed(bus::Entry::Rule(undone)),
+            RuntimeChange::Removed(bus::Entry::Rule(wire("1"))),
         ];
-        assert_eq!(foreign_additions(changes), [Change::AddRule(kept)]);
+        assert_eq!(
+            foreign_additions(changes),
+            [Change::AddRule(rule_from_wire(wire("2")))]
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! a re-run finds the last run's rules in place, ask nf_tables directly instead of starting
 //! `iptables-save`.
 
+use std::fmt;
+
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::applied::{self, Record};
 use super::xtables::{Mode, RestoreOptions, Xtables, DOCKER_OUTPUT};
-use super::{Backend, Outcome};
+use super::{foreign_plan, Backend, Observation, Outcome, Plan};
 use crate::format::restore::{self, SavedTable};
 use crate::ownership::{is_ours, is_owned_chain};
 use crate::ruleset::{FamilyRules, Ruleset};
@@ -17,12 +19,18 @@ use crate::tables::TableName;
 pub struct IptablesBackend {
     families: Vec<Xtables>,
     options: RestoreOptions,
-    /// What the last converge changed: each family's tables as they were before, so
+    /// Plans show the rules as kumactl's dry run does, reading no table (`install
+    /// --dry-run`); with long option names when `verbose`.
+    showing_rules: Option<bool>,
+    /// A plan for tables that hold nothing of ours may skip reading them (install).
+    first_install: Option<FirstInstall>,
+    /// What the last transactions changed: each family's tables as they were before, so
     /// [`IptablesBackend::undo`] can put them back.
-    applied: Vec<Applied>,
+    undo: Vec<Snapshot>,
 }
 
-struct Applied {
+/// A family's tables as they were before a transaction changed them.
+struct Snapshot {
     xtables: Xtables,
     before: String,
     tables: Vec<String>,
@@ -35,20 +43,37 @@ impl IptablesBackend {
         Self {
             families,
             options,
-            applied: Vec::new(),
+            showing_rules: None,
+            first_install: None,
+            undo: Vec::new(),
         }
     }
 
-    /// Puts back, newest first, the tables the last converge changed.
+    /// Plans print the rules as kumactl's dry run does (long option names when `verbose`)
+    /// and read no table.
+    pub fn showing_rules(mut self, verbose: bool) -> Self {
+        self.showing_rules = Some(verbose);
+        self
+    }
+
+    /// An install into tables no run of ours left a record for may apply without reading
+    /// them first ([`IptablesPlan::Fresh`]). Its rules assume no Docker `DOCKER_OUTPUT`
+    /// chain; `with_docker_output` are the rules with it, when they differ.
+    pub fn first_install_unread(mut self, with_docker_output: Option<Ruleset>) -> Self {
+        self.first_install = Some(FirstInstall { with_docker_output });
+        self
+    }
+
+    /// Puts back, newest first, the tables the last transactions changed.
     pub fn undo(&mut self) -> Result<()> {
         let mut failures = Vec::new();
-        for applied in self.applied.drain(..).rev() {
-            let tables: Vec<&str> = applied.tables.iter().map(String::as_str).collect();
-            if let Err(e) = applied
+        for snapshot in self.undo.drain(..).rev() {
+            let tables: Vec<&str> = snapshot.tables.iter().map(String::as_str).collect();
+            if let Err(e) = snapshot
                 .xtables
-                .put_back(&applied.before, &tables, &self.options)
+                .put_back(&snapshot.before, &tables, &self.options)
             {
-                failures.push(format!("{}: {e:#}", applied.xtables.family.label()));
+                failures.push(format!("{}: {e:#}", snapshot.xtables.family.label()));
             }
         }
         if failures.is_empty() {
@@ -59,7 +84,7 @@ impl IptablesBackend {
     }
 
     /// The transactions that would bring each family to `desired`, without applying them.
-    pub fn plan(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
+    fn transactions(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
         // A family whose record still holds needs nothing; nf_tables shows that without a
         // save. The others are saved side by side.
         let mut unsettled = Vec::new();
@@ -90,6 +115,54 @@ impl IptablesBackend {
     }
 }
 
+/// See [`IptablesBackend::first_install_unread`].
+struct FirstInstall {
+    with_docker_output: Option<Ruleset>,
+}
+
+/// What the raw backend would do.
+pub enum IptablesPlan {
+    /// The rules, printed as kumactl's dry run prints them: no table was read.
+    Rules { ruleset: Ruleset, verbose: bool },
+    /// No run of ours left a record since boot: the rules go in without reading the tables
+    /// first, and a plan from the tables follows only when they were not as assumed
+    /// ([`IptablesBackend::install_fresh`]). `with_docker_output`: the rules for a family
+    /// whose nat table holds Docker's `DOCKER_OUTPUT` chain, when they differ.
+    Fresh {
+        ruleset: Ruleset,
+        with_docker_output: Option<Ruleset>,
+    },
+    /// One `iptables-restore` transaction per family that needs one.
+    Transactions {
+        ruleset: Ruleset,
+        transactions: Vec<(Xtables, String)>,
+    },
+}
+
+impl fmt::Display for IptablesPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IptablesPlan::Rules { ruleset, verbose } => {
+                f.write_str(&restore::render_dry_run(ruleset, *verbose))
+            }
+            IptablesPlan::Fresh { ruleset, .. } => {
+                f.write_str(&restore::render_dry_run(ruleset, false))
+            }
+            IptablesPlan::Transactions { transactions, .. } => {
+                for (xtables, script) in transactions {
+                    writeln!(
+                        f,
+                        "### {} ###\n\n{}",
+                        xtables.family.label(),
+                        script.trim_end()
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Backend for IptablesBackend {
     fn name(&self) -> String {
         match self.families.first() {
@@ -98,13 +171,102 @@ impl Backend for IptablesBackend {
         }
     }
 
-    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let plans = self.plan(desired)?;
+    /// The kernel is read apart for every backend; raw iptables keeps nothing else.
+    fn observe(&mut self) -> Result<Observation> {
+        Ok(Observation::default())
+    }
+
+    fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
+        let ruleset = desired.clone();
+        if let Some(verbose) = self.showing_rules {
+            return Ok(Plan::Iptables(IptablesPlan::Rules { ruleset, verbose }));
+        }
+        let unrecorded = !self.families.iter().any(|x| applied::is_recorded(x.family));
+        if let Some(first) = self.first_install.as_ref().filter(|_| unrecorded) {
+            return Ok(Plan::Iptables(IptablesPlan::Fresh {
+                ruleset,
+                with_docker_output: first.with_docker_output.clone(),
+            }));
+        }
+        let transactions = self.transactions(desired)?;
+        Ok(Plan::Iptables(IptablesPlan::Transactions {
+            ruleset,
+            transactions,
+        }))
+    }
+
+    fn apply(&mut self, plan: Plan) -> Result<Outcome> {
+        match plan {
+            Plan::Iptables(IptablesPlan::Transactions {
+                ruleset,
+                transactions,
+            }) => self.apply_transactions(&ruleset, &transactions),
+            Plan::Iptables(IptablesPlan::Fresh {
+                ruleset,
+                with_docker_output,
+            }) => {
+                if let Some(outcome) = self.install_fresh(&ruleset, with_docker_output.is_some())? {
+                    return Ok(outcome);
+                }
+                // The tables were not as assumed: plan from them (with Docker's chain
+                // where a family's nat has it).
+                let desired = match with_docker_output {
+                    Some(with_docker) => {
+                        self.with_docker_output_where_present(&ruleset, &with_docker)?
+                    }
+                    None => ruleset,
+                };
+                self.converge(&desired)
+            }
+            Plan::Iptables(IptablesPlan::Rules { .. }) => {
+                bail!("a dry run's plan shows the rules and cannot be applied")
+            }
+            _ => Err(foreign_plan(&self.name())),
+        }
+    }
+}
+
+impl IptablesBackend {
+    /// Plans from the tables and applies.
+    pub fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
+        let transactions = self.transactions(desired)?;
+        self.apply_transactions(desired, &transactions)
+    }
+
+    /// `ruleset`, with the rules of `with_docker` for each family whose nat table holds
+    /// Docker's `DOCKER_OUTPUT` chain.
+    fn with_docker_output_where_present(
+        &self,
+        ruleset: &Ruleset,
+        with_docker: &Ruleset,
+    ) -> Result<Ruleset> {
+        let mut families = Vec::new();
+        for family in &ruleset.families {
+            let docker = match self.families.iter().find(|x| x.family == family.family) {
+                Some(xtables) => xtables.features()?.docker_output_chain,
+                None => false,
+            };
+            let chosen = if docker {
+                with_docker.family(family.family).unwrap_or(family)
+            } else {
+                family
+            };
+            families.push(chosen.clone());
+        }
+        Ok(Ruleset { families })
+    }
+
+    /// Applies `plans`, the transactions that bring each family to `desired`, and verifies.
+    fn apply_transactions(
+        &mut self,
+        desired: &Ruleset,
+        plans: &[(Xtables, String)],
+    ) -> Result<Outcome> {
         // Each family's transaction is atomic. If one fails, the families applied with it
         // are put back as they were saved, so all change or none.
-        self.applied.clear();
+        self.undo.clear();
         let mut rejected = None;
-        let attempts = self.each_family(&plans, |(xtables, script)| {
+        let attempts = self.each_family(plans, |(xtables, script)| {
             let before = xtables.snapshot()?;
             let result = xtables.restore(script, &self.options);
             start_reading_back(xtables);
@@ -123,7 +285,7 @@ impl Backend for IptablesBackend {
                 Err(error) => may_have_committed(script, error),
             };
             if committed {
-                self.applied.push(Applied {
+                self.undo.push(Snapshot {
                     xtables: xtables.clone(),
                     before,
                     tables: tables_in(script).into_iter().map(String::from).collect(),
@@ -204,7 +366,7 @@ impl IptablesBackend {
                 None => return Ok(None),
             }
         }
-        self.applied.clear();
+        self.undo.clear();
         let attempts = self.each_family(&plans, |(xtables, script)| {
             let result = xtables.restore_once(script, &self.options);
             start_reading_back(xtables);

@@ -4,6 +4,7 @@
 //! cannot be written. Another process writing direct.xml meanwhile (`firewall-offline-cmd`,
 //! an editor) is never written over: the file is read and planned again.
 
+use std::fmt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -11,10 +12,12 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::direct_file::{Committed, DirectFile, Held, Staged};
 use super::iptables::IptablesBackend;
 use super::xtables::{RestoreOptions, Xtables};
-use super::{Backend, Outcome};
-use crate::direct::{self, plan, Plan};
+use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
+use crate::direct::{self, diff, Diff};
 use crate::format::firewalld_conf;
+use crate::format::restore;
 use crate::ruleset::Ruleset;
+use crate::system::{self, notice};
 
 /// How often direct.xml may be written by another process under one run before it gives up.
 const MAX_INTERFERENCES: usize = 5;
@@ -23,13 +26,45 @@ pub struct OfflineBackend {
     file: DirectFile,
     xtables: Vec<Xtables>,
     options: RestoreOptions,
+    /// Plans are for printing only: direct.xml is read without a lease; the kernel's side
+    /// shows the rules with long option names when `verbose`.
+    showing: Option<bool>,
+}
+
+/// What the backend would do: direct.xml's side, and the rules for the kernel now.
+pub struct OfflinePlan {
+    file: FilePlan,
+    ruleset: Ruleset,
+    verbose: bool,
+    path: String,
+}
+
+/// The dry run: changes to direct.xml, the resulting file, and the rules iptables takes now.
+impl fmt::Display for OfflinePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = &self.path;
+        write!(
+            f,
+            "### {path} (firewalld is not running) ###\n{}",
+            self.file.diff
+        )?;
+        match self.file.resulting_text() {
+            Some(text) => write!(f, "\n### resulting {path} ###\n{text}")?,
+            None => writeln!(f, "\n### {path} stays absent ###")?,
+        }
+        writeln!(
+            f,
+            "\n### iptables, now (firewalld flushes them when it starts) ###"
+        )?;
+        f.write_str(&restore::render_dry_run(&self.ruleset, self.verbose))
+    }
 }
 
 /// The file's side of the work.
-pub struct FilePlan {
-    pub plan: Plan,
+struct FilePlan {
+    diff: Diff,
     /// The new file, when it changes.
-    pub text: Option<String>,
+    text: Option<String>,
     held: Held,
 }
 
@@ -39,7 +74,14 @@ impl OfflineBackend {
             file: DirectFile::in_dir(config_dir),
             xtables,
             options,
+            showing: None,
         }
+    }
+
+    /// Plans are for printing only (a dry run): nothing is held for a change.
+    pub fn showing(mut self, verbose: bool) -> Self {
+        self.showing = Some(verbose);
+        self
     }
 
     pub fn file(&self) -> &DirectFile {
@@ -48,7 +90,7 @@ impl OfflineBackend {
 
     /// Reads direct.xml (refusing a malformed one) and plans our entries in it. `for_change`:
     /// read under a lease, so that another process's write from now on is noticed.
-    pub fn plan_file(&self, ruleset: &Ruleset, for_change: bool) -> Result<FilePlan> {
+    fn plan_file(&self, ruleset: &Ruleset, for_change: bool) -> Result<FilePlan> {
         let held = if for_change {
             self.file.load_for_change()?
         } else {
@@ -63,7 +105,7 @@ impl OfflineBackend {
             .unwrap_or_default();
         let desired = direct::translate(ruleset, &current);
         Ok(FilePlan {
-            plan: plan(&current, &desired),
+            diff: diff(&current, &desired),
             text: DirectFile::planned_text(held.loaded.as_ref(), &desired),
             held,
         })
@@ -88,10 +130,10 @@ impl OfflineBackend {
                 );
             }
             if interferences == 1 {
-                eprintln!(
-                    "tproxy-firewalld: {} was written by another process meanwhile; reading it again",
+                notice(format!(
+                    "{} was written by another process meanwhile; reading it again",
                     self.file.path().display()
-                );
+                ));
             }
             // Giving up the lease lets that process finish its write before the file is
             // read again.
@@ -112,8 +154,43 @@ impl Backend for OfflineBackend {
         format!("{} and iptables", self.file.path().display())
     }
 
-    fn converge(&mut self, desired: &Ruleset) -> Result<Outcome> {
-        let file_plan = self.plan_file(desired, true)?;
+    fn observe(&mut self) -> Result<Observation> {
+        let views = match self.file.load()? {
+            Some(loaded) => vec![View {
+                name: format!("{} (firewalld is not running)", self.file.path().display()),
+                kind: ViewKind::File,
+                entries: Ok(loaded.document.config().owned()),
+            }],
+            None => Vec::new(),
+        };
+        Ok(Observation {
+            views,
+            rfc3964_ipv4: None,
+        })
+    }
+
+    fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
+        Ok(Plan::Offline(OfflinePlan {
+            file: self.plan_file(desired, self.showing.is_none())?,
+            ruleset: desired.clone(),
+            verbose: self.showing.unwrap_or(false),
+            path: self.file.path().display().to_string(),
+        }))
+    }
+
+    fn apply(&mut self, plan: Plan) -> Result<Outcome> {
+        let Plan::Offline(OfflinePlan {
+            file: file_plan,
+            ruleset,
+            ..
+        }) = plan
+        else {
+            return Err(foreign_plan(&self.name()));
+        };
+        if self.showing.is_some() {
+            bail!("a dry run's plan cannot be applied");
+        }
+        let desired = &ruleset;
         // The kernel first: applying the rules is the strictest check that firewalld will
         // accept them at its next start, and it comes before anything permanent is in place.
         // The new file is written and synced beside direct.xml meanwhile (each is a wait: on
@@ -149,7 +226,7 @@ impl Backend for OfflineBackend {
         let mut summary = vec![format!(
             "{}: {}",
             self.file.path().display(),
-            super::firewalld::describe(&file_plan.plan)
+            file_plan.diff.summary()
         )];
         summary.extend(kernel.summary);
         Ok(Outcome {
@@ -166,20 +243,14 @@ pub fn rfc3964_ipv4(config_dir: &Path) -> Result<bool> {
 
 /// Sets `RFC3964_IPv4=no` in firewalld.conf, keeping every other line.
 pub fn disable_rfc3964_ipv4(config_dir: &Path) -> Result<()> {
-    let path = config_dir.join("firewalld.conf");
     let text = firewalld_conf::set(&read_conf(config_dir)?, "RFC3964_IPv4", "no");
-    let mut temp = tempfile::Builder::new()
-        .prefix(".firewalld.conf.")
-        .tempfile_in(config_dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut temp, text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    if let Ok(meta) = std::fs::metadata(&path) {
-        temp.as_file().set_permissions(meta.permissions())?;
-    }
-    temp.persist(&path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    // firewalld's own mode for its configuration files.
+    system::fs::replace(
+        &config_dir.join("firewalld.conf"),
+        ".firewalld.conf.",
+        text.as_bytes(),
+        0o644,
+    )
 }
 
 fn read_conf(config_dir: &Path) -> Result<String> {

@@ -11,8 +11,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::family::Family;
 use crate::format::nfnetlink::{self, Part, Request};
-use crate::host;
 use crate::ruleset::Features;
+use crate::system::netlink::NetfilterSocket;
+use crate::system::notice;
+use crate::system::process;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -45,6 +47,52 @@ pub struct RestoreOptions {
     pub sleep_between_retries: Duration,
 }
 
+/// A script `iptables-restore --test` rejected, and what it said.
+#[derive(Debug)]
+pub struct Rejected {
+    command: String,
+    status: String,
+    stderr: String,
+}
+
+impl std::error::Error for Rejected {}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed ({}): {}",
+            self.command,
+            self.status,
+            self.stderr.trim().replace('\n', "; ")
+        )
+    }
+}
+
+impl Rejected {
+    /// What iptables said, without its line numbers, usage hints and program name (`owner:
+    /// Bad OWNER UID value …`); the exit status when it said nothing.
+    pub fn reasons(&self) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("Error occurred at line") && !l.starts_with("Try `"))
+            .map(|l| match l.split_once("): ") {
+                // `iptables-restore v1.8.9 (nf_tables): owner: Bad OWNER UID value ...`
+                Some((program, rest)) if program.contains("tables") => rest,
+                _ => l,
+            })
+            .collect();
+        if lines.is_empty() {
+            format!("it failed ({})", self.status)
+        } else {
+            lines.join("; ")
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Xtables {
     pub family: Family,
@@ -62,7 +110,7 @@ enum Snapshot {
     #[default]
     Unread,
     /// `iptables-save` is running on another thread.
-    Reading(thread::JoinHandle<Result<String>>),
+    PendingConfigs(thread::JoinHandle<Result<String>>),
     Read(String),
 }
 
@@ -130,7 +178,7 @@ impl Xtables {
         let mut snapshot = self.lock_snapshot();
         if matches!(*snapshot, Snapshot::Unread) {
             let xtables = self.clone();
-            *snapshot = Snapshot::Reading(thread::spawn(move || xtables.run_save()));
+            *snapshot = Snapshot::PendingConfigs(thread::spawn(move || xtables.run_save()));
         }
     }
 
@@ -148,7 +196,7 @@ impl Xtables {
                 _ => {}
             }
         }
-        host::run_checked(&self.save, &[], None)
+        process::run_checked(&self.save, &[], None)
     }
 
     /// `iptables-save` of every table as last read, if nothing was restored since.
@@ -156,7 +204,7 @@ impl Xtables {
         let mut snapshot = self.lock_snapshot();
         let text = match std::mem::take(&mut *snapshot) {
             Snapshot::Read(text) => text,
-            Snapshot::Reading(reading) => reading
+            Snapshot::PendingConfigs(reading) => reading
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("{} failed", self.save.display())))?,
             Snapshot::Unread => self.run_save()?,
@@ -179,7 +227,7 @@ impl Xtables {
     }
 
     fn save_table(&self, table: &str) -> Option<String> {
-        host::run_checked(&self.save, &["-t", table], None).ok()
+        process::run_checked(&self.save, &["-t", table], None).ok()
     }
 
     /// Whether a table can be used: nf_tables always has them; legacy needs its module,
@@ -200,7 +248,7 @@ impl Xtables {
                 dir.join(format!("libxt_{module}.so")).exists()
                     || dir.join(format!("lib{family}_{module}.so")).exists()
             }
-            None => host::run(&self.iptables, &["-m", module, "-h"], None)
+            None => process::run(&self.iptables, &["-m", module, "-h"], None)
                 .is_ok_and(|o| o.status.success()),
         }
     }
@@ -341,14 +389,25 @@ impl Xtables {
         let mut args = self.restore_args(options, false);
         args.retain(|a| a != "--noflush");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
+        process::run_checked(&self.restore, &args, Some(&script)).map(|_| ())
     }
 
-    /// Checks a restore script without applying it.
+    /// Checks a restore script without applying it (`--noflush --test`). When iptables
+    /// rejects it, the error is a [`Rejected`].
     pub fn test_restore(&self, script: &str, options: &RestoreOptions) -> Result<()> {
         let args = self.restore_args(options, true);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+        let output = process::run(&self.restore, &args, Some(script))
+            .with_context(|| format!("cannot run {}", self.restore.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(Rejected {
+            command: format!("{} {}", self.restore.display(), args.join(" ")),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+        .into())
     }
 
     /// Applies a restore script as one transaction, retrying as configured.
@@ -360,11 +419,11 @@ impl Xtables {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if attempt < attempts {
-                        eprintln!(
+                        notice(format!(
                             "{}: attempt {attempt}/{attempts} failed, retrying in {:?}: {error:#}",
                             self.family.label(),
                             options.sleep_between_retries
-                        );
+                        ));
                         thread::sleep(options.sleep_between_retries);
                     }
                     last = Some(error);
@@ -383,7 +442,7 @@ impl Xtables {
         self.forget_snapshot();
         let args = self.restore_args(options, false);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        host::run_checked(&self.restore, &args, Some(script)).map(|_| ())
+        process::run_checked(&self.restore, &args, Some(script)).map(|_| ())
     }
 }
 
@@ -528,7 +587,7 @@ fn mode_of(path: &Path) -> Option<Mode> {
             _ => {}
         }
     }
-    let output = host::run(path, &["--version"], None).ok()?;
+    let output = process::run(path, &["--version"], None).ok()?;
     if !output.status.success() {
         return Some(Mode::Legacy);
     }
@@ -549,24 +608,16 @@ fn parse_version_mode(text: &str) -> Option<Mode> {
     }
 }
 
-/// A netlink socket to nf_tables, asking one thing at a time.
+/// Asks nf_tables one thing at a time over a netlink socket.
 struct Netlink {
-    socket: std::os::fd::OwnedFd,
+    socket: NetfilterSocket,
     sequence: u32,
 }
 
 impl Netlink {
     fn open() -> Option<Self> {
-        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
-        let socket = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
-        )
-        .ok()?;
         Some(Self {
-            socket,
+            socket: NetfilterSocket::open().ok()?,
             sequence: 0,
         })
     }
@@ -575,23 +626,13 @@ impl Netlink {
     /// message. None when the kernel refuses, a dump was interrupted by a change, or the
     /// answer cannot be read.
     fn ask(&mut self, request: Request) -> Option<Vec<Part>> {
-        use nix::sys::socket::{recv, send, MsgFlags};
-        use std::os::fd::AsRawFd as _;
         self.sequence += 1;
         let dump = matches!(request, Request::Chains(_) | Request::Rules { .. });
-        let message = request.message(self.sequence);
-        let sent = send(self.socket.as_raw_fd(), &message, MsgFlags::empty()).ok()?;
-        if sent != message.len() {
-            return None;
-        }
+        self.socket.send(&request.message(self.sequence)).ok()?;
         let mut parts = Vec::new();
-        // Large enough for any message the kernel sends in one go (it fills up to 32 KiB).
-        let mut buffer = vec![0; 64 * 1024];
         loop {
-            // MSG_TRUNC: the length of the whole message, even when it did not fit.
-            let length = recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_TRUNC).ok()?;
-            let answers = nfnetlink::answers(buffer.get(..length)?).ok()?;
-            for answer in answers {
+            let received = self.socket.receive().ok()?;
+            for answer in nfnetlink::answers(received).ok()? {
                 if answer.sequence != self.sequence {
                     continue;
                 }

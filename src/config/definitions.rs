@@ -535,6 +535,7 @@ mod tests {
             flags,
             stdin: &mut file.as_bytes(),
             changes_firewall: false,
+            placement: crate::config::Placement::default(),
         })
         .map(|loaded| loaded.config)
         .map_err(|e| e.to_string())
@@ -603,7 +604,7 @@ mod tests {
         assert!(help_of("redirect-dns").contains(resolv_conf));
         // kumaDPUser's default, "", means this lookup.
         let user = help_of("kuma-dp-user");
-        assert!(user.contains(&format!("UID {}", crate::host::DEFAULT_UID)));
-        assert!(user.contains(&format!("user `{}`", crate::host::DEFAULT_USER)));
+        assert!(user.contains(&format!("UID {}", crate::system::host::DEFAULT_UID)));
+        assert!(user.contains(&format!("user `{}`", crate::system::host::DEFAULT_USER)));
     }
 }

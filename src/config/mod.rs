@@ -3,6 +3,7 @@
 //! this point no string from the user is interpreted again.
 
 pub mod definitions;
+mod placement;
 pub mod settings;
 pub mod sources;
 mod trusted_file;
@@ -14,6 +15,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::placement::{
+    BackendChoice, Placement, Timeouts, DEFAULT_FIREWALLD_CONFIG_DIR, LOCK_TIMEOUT_ENV,
+    START_TIMEOUT_ENV,
+};
 use self::settings::Settings;
 pub use self::values::{Address, IpFamilyMode, Protocol, UidExclusion, VirtualNetwork};
 
@@ -76,6 +81,10 @@ pub struct Config {
     pub executables: ExecutablePaths,
     pub verbose: bool,
     pub dry_run: bool,
+    /// Where the rules go (not one of kumactl's settings).
+    pub placement: Placement,
+    /// How long to wait for others (from the environment).
+    pub timeouts: Timeouts,
 }
 
 impl Default for Config {
@@ -96,6 +105,7 @@ pub struct Sources<'a> {
     /// could write or replace is refused, since the config decides whose traffic bypasses
     /// the proxy.
     pub changes_firewall: bool,
+    pub placement: Placement,
 }
 
 /// The result of loading: the config and notices worth one line each on stderr.
@@ -107,11 +117,13 @@ pub struct Loaded {
 pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
     let mut merged = Value::Object(Default::default());
     let mut warnings = Vec::new();
-    let only_root_writable = sources.changes_firewall && crate::host::is_root();
+    let only_root_writable = sources.changes_firewall && crate::system::host::is_root();
     for file in expand_file_list(sources.files) {
         let layer = sources::read_config_file(&file, sources.stdin, only_root_writable)?;
         sources::merge(&mut merged, layer);
     }
+    let timeouts =
+        Timeouts::from_environment(&sources.environment).map_err(ConfigError::Invalid)?;
     let (environment, unknown) = sources::environment_layer(sources.environment)?;
     warnings.extend(
         unknown
@@ -121,7 +133,11 @@ pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
     sources::merge(&mut merged, environment);
     sources::merge(&mut merged, sources.flags);
     let settings = sources::deserialize(&merged).map_err(ConfigError::Invalid)?;
-    let config = settings.into_config().map_err(ConfigError::Invalid)?;
+    let config = Config {
+        placement: sources.placement,
+        timeouts,
+        ..settings.into_config().map_err(ConfigError::Invalid)?
+    };
     Ok(Loaded { config, warnings })
 }
 
@@ -196,6 +212,8 @@ impl Settings {
             executables: executables(&self.iptables_executables)?,
             verbose: self.verbose,
             dry_run: self.dry_run,
+            placement: Placement::default(),
+            timeouts: Timeouts::default(),
         })
     }
 }
@@ -269,6 +287,7 @@ mod tests {
             flags: Value::Object(Default::default()),
             stdin: &mut joined.as_bytes(),
             changes_firewall: true,
+            placement: Placement::default(),
         })
         .map(|l| l.config)
     }

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::definitions::{self, Kind};
 use super::settings::Settings;
 use super::{trusted_file, ConfigError};
+use crate::system::fs;
 
 pub use super::definitions::ENV_PREFIX;
 
@@ -29,21 +30,20 @@ pub fn read_config_file(
         path: source.to_string(),
         message,
     };
-    let mut bytes = Vec::new();
     let read = if source == "-" {
-        stdin.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+        fs::read_at_most(stdin, MAX_CONFIG_BYTES)
     } else {
         let file = if only_root_writable {
             trusted_file::open(Path::new(source)).map_err(fail)?
         } else {
             std::fs::File::open(Path::new(source)).map_err(|e| fail(format!("cannot read: {e}")))?
         };
-        file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+        fs::read_at_most(file, MAX_CONFIG_BYTES)
     };
-    read.map_err(|e| fail(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-    }
+    let bytes = read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => fail(e.to_string()),
+        _ => fail(format!("cannot read: {e}")),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".to_string()))?;
     let value: Value = if text.trim().is_empty() {
         Value::Object(Map::new())

@@ -236,6 +236,27 @@ fn double_quote(what: &str, value: &str) -> String {
     )
 }
 
+impl DirectConfig {
+    /// What firewalld keeps of these entries (what it loads from a file): the first of equal
+    /// ones, rules and passthroughs with arguments only, in order.
+    pub fn kept(&self) -> DirectConfig {
+        let kept = effective(self, None);
+        DirectConfig {
+            chains: kept
+                .chains
+                .iter()
+                .map(|&i| self.chains[i].clone())
+                .collect(),
+            rules: kept.rules.iter().map(|&i| self.rules[i].clone()).collect(),
+            passthroughs: kept
+                .passthroughs
+                .iter()
+                .map(|&i| self.passthroughs[i].clone())
+                .collect(),
+        }
+    }
+}
+
 /// The entries firewalld keeps: the first of equal ones, rules and passthroughs with
 /// arguments only. Indexes into `config`'s lists.
 struct Effective {

@@ -2,18 +2,18 @@
 //! passthroughs, exactly as firewalld exchanges them over D-Bus and stores them in
 //! `direct.xml`. Foreign entries (`eb`, `filter`, other tools' chains) are kept as they are,
 //! so `ipv` and `table` stay strings. [`translate`] turns our rule model into entries;
-//! [`plan`] computes the difference a backend applies.
+//! [`diff`] computes the difference a backend applies.
 
 mod check;
-mod plan;
+mod diff;
 mod translate;
 
 pub use check::{
     check, is_builtin, is_target, kernel_order, restore_check, ChainOrder, Problem, RestoreCheck,
     Subject,
 };
-pub use plan::{plan, Change, Plan};
-pub use translate::translate;
+pub use diff::{diff, Change, Diff};
+pub use translate::{fresh_priorities, replay, translate};
 
 use crate::ownership::{is_ours, is_owned_chain, jump_targets, COMMENT_PREFIX};
 

@@ -46,25 +46,51 @@ pub fn translate(ruleset: &Ruleset, current: &DirectConfig) -> DirectConfig {
 /// Each chain's rule arguments in the order the kernel ends up holding them, chains in
 /// order of first appearance.
 fn final_order(rules: &[crate::ruleset::Rule]) -> Vec<(&str, Vec<Vec<String>>)> {
-    let mut chains: Vec<(&str, Vec<Vec<String>>)> = Vec::new();
-    for rule in rules {
-        let index = match chains.iter().position(|(c, _)| *c == rule.chain) {
+    // kumactl numbers the inserts of a chain 1, 2, …: none lands beyond the end.
+    replay(
+        rules
+            .iter()
+            .map(|rule| (rule.chain.as_str(), rule.position, rule.spec(false))),
+    )
+    .0
+}
+
+/// Each chain's items in their final order, and the first insert beyond its chain's end
+/// (with its index and the length the chain had): see [`replay`].
+pub type Replayed<'a, T> = (Vec<(&'a str, Vec<T>)>, Option<(T, u32, usize)>);
+
+/// Replays appends and inserts (`-A CHAIN`, `-I CHAIN n`) in the order given: each chain's
+/// items in the order the kernel ends up holding them, chains in order of first appearance.
+/// An insert beyond the end of its chain goes at its end; the first such one is returned
+/// with its index and the length its chain had (iptables refuses it: "index of insertion
+/// too big").
+pub fn replay<'a, T>(items: impl IntoIterator<Item = (&'a str, Position, T)>) -> Replayed<'a, T>
+where
+    T: Clone,
+{
+    let mut chains: Vec<(&str, Vec<T>)> = Vec::new();
+    let mut too_far = None;
+    for (chain, position, item) in items {
+        let index = match chains.iter().position(|(c, _)| *c == chain) {
             Some(index) => index,
             None => {
-                chains.push((&rule.chain, Vec::new()));
+                chains.push((chain, Vec::new()));
                 chains.len() - 1
             }
         };
         let list = &mut chains[index].1;
-        match rule.position {
-            Position::Append => list.push(rule.spec(false)),
+        match position {
+            Position::Append => list.push(item),
             Position::Insert(n) => {
-                let at = (n as usize).saturating_sub(1).min(list.len());
-                list.insert(at, rule.spec(false));
+                let at = (n as usize).saturating_sub(1);
+                if at > list.len() && too_far.is_none() {
+                    too_far = Some((item.clone(), n, list.len()));
+                }
+                list.insert(at.min(list.len()), item);
             }
         }
     }
-    chains
+    (chains, too_far)
 }
 
 /// Our current rules of one chain as (priority, args), in firewalld's order.
@@ -100,7 +126,10 @@ fn assign_priorities(wanted: &[Vec<String>], existing: &[(i32, Vec<String>)]) ->
             last_kept = Some(priority);
         }
     }
-    fill_gaps(&mut slots).unwrap_or_else(|| fresh(wanted.len()))
+    fill_gaps(&mut slots)
+        .or_else(|| fresh_priorities(wanted.len()))
+        // More rules than priorities: firewalld's order is then the same for all.
+        .unwrap_or_else(|| vec![i32::MAX; wanted.len()])
 }
 
 /// Pairs (wanted index, existing index) of a longest common subsequence of equal args.
@@ -175,9 +204,11 @@ fn fill_gaps(slots: &mut [Option<i64>]) -> Option<Vec<i32>> {
         .collect()
 }
 
-fn fresh(count: usize) -> Vec<i32> {
-    (0..count as i32)
-        .map(|k| k * PRIORITY_STEP as i32)
+/// Priorities 0, 10, 20, … for a chain of `count` rules (None beyond what firewalld's
+/// priorities hold).
+pub fn fresh_priorities(count: usize) -> Option<Vec<i32>> {
+    (0..count)
+        .map(|k| i32::try_from(k).ok()?.checked_mul(PRIORITY_STEP as i32))
         .collect()
 }
 

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::direct::{DirectChain, DirectRule, Passthrough};
+use crate::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
 
 #[derive(Serialize)]
 pub struct JsonEntry<'a> {
@@ -53,4 +53,30 @@ impl<'a> JsonEntry<'a> {
             owned: passthrough.is_owned(),
         }
     }
+}
+
+/// `config` as `{"entries": [...]}`: chains, then rules grouped by chain (chains in order of
+/// their first rule) in priority order, then passthroughs; ends with a newline.
+pub fn document(config: &DirectConfig) -> serde_json::Result<String> {
+    let mut entries: Vec<JsonEntry> = config.chains.iter().map(JsonEntry::chain).collect();
+    let mut rules: Vec<(usize, &DirectRule)> = Vec::new();
+    let mut chains: Vec<(&str, &str, &str)> = Vec::new();
+    for rule in &config.rules {
+        let key = (rule.ipv.as_str(), rule.table.as_str(), rule.chain.as_str());
+        let group = chains.iter().position(|k| *k == key).unwrap_or_else(|| {
+            chains.push(key);
+            chains.len() - 1
+        });
+        rules.push((group, rule));
+    }
+    rules.sort_by_key(|(group, rule)| (*group, rule.priority));
+    entries.extend(rules.into_iter().map(|(_, r)| JsonEntry::rule(r)));
+    entries.extend(config.passthroughs.iter().map(JsonEntry::passthrough));
+    #[derive(Serialize)]
+    struct Output<'a> {
+        entries: Vec<JsonEntry<'a>>,
+    }
+    let mut text = serde_json::to_string_pretty(&Output { entries })?;
+    text.push('\n');
+    Ok(text)
 }

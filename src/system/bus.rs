@@ -5,7 +5,7 @@
 //!
 //! zbus 5 with its blocking API: the calls that change firewalld go one at a time, each
 //! answer deciding the next, and the tool has no other use for an async runtime. Only the
-//! reads a run sends all at once ([`Sent`]) use zbus's async calls underneath. zbus 6
+//! reads a run sends all at once ([`Pending`]) use zbus's async calls underneath. zbus 6
 //! dropped the blocking API and would need us to carry `block_on` around every call for
 //! no gain.
 
@@ -21,8 +21,6 @@ use futures_lite::future;
 use zbus::blocking::Connection;
 use zbus::proxy::MethodFlags;
 use zbus::zvariant;
-
-use crate::direct::{DirectChain, DirectConfig, DirectRule, Passthrough};
 
 pub const SERVICE: &str = "org.fedoraproject.FirewallD1";
 const EXCEPTION: &str = "org.fedoraproject.FirewallD1.Exception";
@@ -58,7 +56,7 @@ pub trait FirewallD1 {
 )]
 pub trait RuntimeDirect {
     // Its calls (getAllRules, addRule, …) are sent by name ahead of their answers:
-    // `Sent::call`.
+    // `Pending::call`.
 }
 
 #[zbus::proxy(
@@ -113,7 +111,7 @@ where
 /// message before it waits for the reply. That is how zbus 5 works rather than something it
 /// promises; were it to change, each call would go out when its answer is waited for:
 /// slower, but the same answers.
-pub struct Sent<T> {
+pub struct Pending<T> {
     // In a Mutex only to be Sync (the future is not), so that what holds it can be shared
     // between threads; it is only ever used through `&mut self` or `self`.
     answer: Mutex<Answer<T>>,
@@ -121,7 +119,7 @@ pub struct Sent<T> {
 
 type Answer<T> = Pin<Box<dyn Future<Output = zbus::Result<T>> + Send>>;
 
-impl<T: Send + 'static> Sent<T> {
+impl<T: Send + 'static> Pending<T> {
     /// Sends `method` through `proxy` now. With NoAutoStart: the bus must not start a stopped
     /// firewalld for us, and answers for it that nobody owns its name (NameHasNoOwner).
     pub fn call<B>(proxy: &zbus::blocking::Proxy<'static>, method: &'static str, body: B) -> Self
@@ -145,7 +143,7 @@ impl<T: Send + 'static> Sent<T> {
         {
             answer = Box::pin(std::future::ready(done));
         }
-        Sent {
+        Pending {
             answer: Mutex::new(answer),
         }
     }
@@ -177,13 +175,13 @@ pub fn get_all(
     connection: &Connection,
     path: &'static str,
     interface: &'static str,
-) -> zbus::Result<Sent<HashMap<String, zvariant::OwnedValue>>> {
+) -> zbus::Result<Pending<HashMap<String, zvariant::OwnedValue>>> {
     let properties = zbus::blocking::fdo::PropertiesProxy::builder(connection)
         .destination(SERVICE)?
         .path(path)?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()?;
-    Ok(Sent::call(properties.inner(), "GetAll", interface))
+    Ok(Pending::call(properties.inner(), "GetAll", interface))
 }
 
 /// The string properties among `all`.
@@ -276,9 +274,9 @@ pub enum RuntimeChange {
 /// A runtime direct entry, as firewalld's signals carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Chain(DirectChain),
-    Rule(DirectRule),
-    Passthrough(Passthrough),
+    Chain(WireChain),
+    Rule(WireRule),
+    Passthrough(WirePassthrough),
 }
 
 /// firewalld's signals for changes of its runtime direct configuration, each followed by
@@ -326,24 +324,9 @@ impl RuntimeChanges {
 fn runtime_change(member: &str, message: &zbus::Message) -> Option<RuntimeChange> {
     let body = message.body();
     let entry = match member {
-        "ChainAdded" | "ChainRemoved" => {
-            let (ipv, table, chain) = body.deserialize::<WireChain>().ok()?;
-            Entry::Chain(DirectChain { ipv, table, chain })
-        }
-        "RuleAdded" | "RuleRemoved" => {
-            let (ipv, table, chain, priority, args) = body.deserialize::<WireRule>().ok()?;
-            Entry::Rule(DirectRule {
-                ipv,
-                table,
-                chain,
-                priority,
-                args,
-            })
-        }
-        "PassthroughAdded" | "PassthroughRemoved" => {
-            let (ipv, args) = body.deserialize::<WirePassthrough>().ok()?;
-            Entry::Passthrough(Passthrough { ipv, args })
-        }
+        "ChainAdded" | "ChainRemoved" => Entry::Chain(body.deserialize().ok()?),
+        "RuleAdded" | "RuleRemoved" => Entry::Rule(body.deserialize().ok()?),
+        "PassthroughAdded" | "PassthroughRemoved" => Entry::Passthrough(body.deserialize().ok()?),
         _ => return None,
     };
     Some(if member.ends_with("Added") {
@@ -403,30 +386,6 @@ fn plain_socket_path(address: &str) -> Option<&str> {
     address
         .strip_prefix("unix:path=")
         .filter(|path| !path.is_empty() && !path.contains([',', ';', '%']))
-}
-
-pub fn from_wire(settings: WireSettings) -> DirectConfig {
-    let (chains, rules, passthroughs) = settings;
-    DirectConfig {
-        chains: chains
-            .into_iter()
-            .map(|(ipv, table, chain)| DirectChain { ipv, table, chain })
-            .collect(),
-        rules: rules
-            .into_iter()
-            .map(|(ipv, table, chain, priority, args)| DirectRule {
-                ipv,
-                table,
-                chain,
-                priority,
-                args,
-            })
-            .collect(),
-        passthroughs: passthroughs
-            .into_iter()
-            .map(|(ipv, args)| Passthrough { ipv, args })
-            .collect(),
-    }
 }
 
 /// True for the bus's answer that nobody owns the name called (NoAutoStart calls).
@@ -525,39 +484,5 @@ mod tests {
         ] {
             assert_eq!(plain_socket_path(other), None, "{other}");
         }
-    }
-
-    #[test]
-    fn from_wire_keeps_every_field() {
-        let config = DirectConfig {
-            chains: vec![DirectChain {
-                ipv: "eb".into(),
-                table: "broute".into(),
-                chain: "X".into(),
-            }],
-            rules: vec![DirectRule {
-                ipv: "ipv6".into(),
-                table: "nat".into(),
-                chain: "OUTPUT".into(),
-                priority: -3,
-                args: vec!["-j".into(), "it's".into()],
-            }],
-            passthroughs: vec![Passthrough {
-                ipv: "ipv4".into(),
-                args: vec!["-A".into(), "INPUT".into()],
-            }],
-        };
-        let wire = (
-            vec![("eb".into(), "broute".into(), "X".into())],
-            vec![(
-                "ipv6".into(),
-                "nat".into(),
-                "OUTPUT".into(),
-                -3,
-                vec!["-j".into(), "it's".into()],
-            )],
-            vec![("ipv4".into(), vec!["-A".into(), "INPUT".into()])],
-        );
-        assert_eq!(from_wire(wire), config);
     }
 }

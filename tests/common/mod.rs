@@ -9,7 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use tempfile::TempDir;
 
 pub mod firewalld;
+pub mod run;
 pub mod unit;
+pub mod world;
 
 /// The reference's "with-multiple-flags" set.
 pub const MULTIPLE_FLAGS: &[&str] = &[

@@ -11,11 +11,11 @@ mod edit;
 mod parse;
 mod render;
 
+pub use parse::is_xml_char;
 use parse::{Keep, Parser, State};
 
 pub use render::render;
 
-use std::collections::HashSet;
 use std::ops::Range;
 
 use thiserror::Error;
@@ -41,30 +41,11 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// The element name: `chain`, `rule` or `passthrough`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Entry::Chain(_) => "chain",
-            Entry::Rule(_) => "rule",
-            Entry::Passthrough(_) => "passthrough",
-        }
-    }
-
     pub fn is_owned(&self) -> bool {
         match self {
             Entry::Chain(chain) => chain.is_owned(),
             Entry::Rule(rule) => rule.is_owned(),
             Entry::Passthrough(passthrough) => passthrough.is_owned(),
-        }
-    }
-
-    /// False for a `<rule>` or `<passthrough>` without arguments: firewalld logs
-    /// "does not have any arguments, ignoring" and never applies or writes it.
-    pub fn is_effective(&self) -> bool {
-        match self {
-            Entry::Chain(_) => true,
-            Entry::Rule(rule) => !rule.args.is_empty(),
-            Entry::Passthrough(passthrough) => !passthrough.args.is_empty(),
         }
     }
 }
@@ -203,28 +184,17 @@ impl Document {
     }
 }
 
-/// The effective entries of `entries`, in order, each only once.
+/// What firewalld loads from `entries` ([`DirectConfig::kept`]).
 fn effective(entries: Vec<Located<Entry>>) -> DirectConfig {
-    let first: Vec<bool> = {
-        // Sized up front: growing the set would hash every entry again.
-        let mut seen = HashSet::with_capacity(entries.len());
-        entries
-            .iter()
-            .map(|located| located.entry.is_effective() && seen.insert(&located.entry))
-            .collect()
-    };
     let mut config = DirectConfig::default();
-    for (located, first) in entries.into_iter().zip(first) {
-        if !first {
-            continue;
-        }
+    for located in entries {
         match located.entry {
             Entry::Chain(chain) => config.chains.push(chain),
             Entry::Rule(rule) => config.rules.push(rule),
             Entry::Passthrough(p) => config.passthroughs.push(p),
         }
     }
-    config
+    config.kept()
 }
 
 #[cfg(test)]
@@ -487,7 +457,6 @@ mod tests {
 "#;
         let document = parse(text).unwrap();
         assert_eq!(document.entries().len(), 10);
-        assert!(!document.entries()[1].entry.is_effective());
         assert_eq!(
             document.config(),
             DirectConfig {
@@ -564,7 +533,7 @@ mod tests {
         assert_eq!((entries[1].line, entries[1].column), (4, 12));
         assert!(text[entries[1].span.clone()].starts_with("<rule "));
         assert!(text[entries[1].span.clone()].ends_with("RETURN</rule>"));
-        assert_eq!(entries[1].entry.kind(), "rule");
+        assert!(matches!(entries[1].entry, Entry::Rule(_)));
         assert_eq!(
             entries[1].entry,
             Entry::Rule(rule("ipv4", "nat", "C", 7, &["-j", "RETURN"]))

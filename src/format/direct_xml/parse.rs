@@ -77,7 +77,8 @@ pub(super) struct State<'t> {
 }
 
 /// Buffers reused from one element to the next, so that reading an entry allocates
-/// nothing unless it is kept (a 10,000-rule file used to spend most of its time in malloc).
+/// nothing unless it is kept (a 10,000-rule file would otherwise spend most of its time in
+/// malloc).
 #[derive(Default)]
 struct Scratch<'t> {
     /// The open child's text content, unescaped, with XML's end-of-line handling (only one
@@ -821,7 +822,7 @@ fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// XML 1.0's `Char` production.
-fn is_xml_char(c: char) -> bool {
+/// XML 1.0's `Char` production: what a direct.xml can hold.
+pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }

@@ -458,7 +458,7 @@ mod tests {
     #[test]
     fn the_kernels_own_form_reads_the_same() {
         // iptables-save's spelling: -m tcp, --dports lists, UID ranges with a dash.
-        let save = include_str!("../../tests/expected/install/with-multiple-flags.iptables");
+        let save = include_str!("../../../tests/expected/install/with-multiple-flags.iptables");
         let mut config = DirectConfig::default();
         for table in restore::parse_save(save).unwrap() {
             for (priority, rule) in table.rules.iter().enumerate() {

@@ -12,6 +12,7 @@
 //! where it cannot leave the host to anything but a documentation address (198.51.100.0/24,
 //! 2001:db8::/32) or a destination the user named.
 
+pub mod report;
 pub mod simulate;
 
 use std::collections::hash_map::RandomState;
@@ -25,7 +26,7 @@ use nix::unistd::{Uid, User};
 
 use self::simulate::{Fate, NatRules, Packet, Protocol};
 use crate::family::Family;
-use crate::probe::{self, Listener, Outcome, Probe, Sender, Sent, Transport};
+use crate::system::probe::{self, Listener, Outcome, Probe, Sender, Sent, Transport};
 
 /// A working host answers in well under a millisecond; this is room for a loaded one.
 const PATIENCE: Duration = Duration::from_millis(500);
@@ -317,7 +318,7 @@ fn plan(setup: &FamilySetup, kind: CheckKind) -> Result<Planned, NotPlanned> {
         payload: Vec::new(),
         patience,
     };
-    let loopback_name = crate::host::loopback_interface();
+    let loopback_name = crate::system::host::loopback_interface();
     let lo = loopback_name.as_str();
     match kind {
         CheckKind::Inbound => {
@@ -486,7 +487,7 @@ fn plan_dns(setup: &FamilySetup) -> Result<Planned, NotPlanned> {
             IpAddr::V6(_) => unreachable.push(server.to_string()),
         }
     }
-    let loopback_name = crate::host::loopback_interface();
+    let loopback_name = crate::system::host::loopback_interface();
     let mut last = Fate::Untouched;
     for (destination, loopback_only) in candidates {
         for uid in other_uids(setup) {

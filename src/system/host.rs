@@ -1,12 +1,10 @@
 //! Facts about this host that the rules depend on: the kuma-dp UID, the loopback interface,
 //! IPv6 availability and the DNS servers. Read here so the rule model stays pure.
 
-use std::io;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
+use super::process;
 use anyhow::{bail, Context as _, Result};
 use nix::unistd::{Uid, User};
 
@@ -94,50 +92,6 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs a program with an argv (never a shell), optionally feeding stdin.
-pub fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> io::Result<Output> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn()?;
-    if let Some(input) = stdin {
-        use io::Write as _;
-        let mut pipe = child.stdin.take().expect("stdin was piped");
-        match pipe.write_all(input.as_bytes()) {
-            // It stopped reading (iptables-restore at a line it rejects): its exit status
-            // and stderr say why.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            other => other?,
-        }
-    }
-    child.wait_with_output()
-}
-
-/// Like [`run`], but a non-zero exit is an error carrying the program's stderr.
-pub fn run_checked(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let output =
-        run(program, args, stdin).with_context(|| format!("cannot run {}", program.display()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
-            "{} {} failed ({}): {}",
-            program.display(),
-            args.join(" "),
-            output.status,
-            stderr.trim().replace('\n', "; ")
-        );
-    }
-    String::from_utf8(output.stdout)
-        .with_context(|| format!("{} printed invalid UTF-8", program.display()))
-}
-
 /// Whether `::6`, the source of Envoy's IPv6 inbound passthrough, is on the loopback
 /// interface `loopback` (install adds it).
 pub fn has_ipv6_passthrough_address(loopback: &str) -> bool {
@@ -155,7 +109,7 @@ pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
         return Ok(());
     }
     let ip = Path::new("ip");
-    let output = run(ip, &["-6", "addr", "add", "::6/128", "dev", loopback], None)
+    let output = process::run(ip, &["-6", "addr", "add", "::6/128", "dev", loopback], None)
         .context("cannot run `ip` to add ::6/128 to the loopback interface (install iproute2)")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let already_there = stderr.contains("File exists") || stderr.contains("already assigned");
@@ -163,24 +117,6 @@ pub fn ensure_ipv6_passthrough_address(loopback: &str) -> Result<()> {
         return Ok(());
     }
     bail!("cannot add ::6/128 to {loopback}: {}", stderr.trim())
-}
-
-/// A whole number of seconds from the environment variable `name`, `default` when unset;
-/// Err names the variable and what is wrong with it.
-pub fn seconds_from_env(name: &str, default: Duration) -> Result<Duration, String> {
-    let Some(value) = std::env::var_os(name) else {
-        return Ok(default);
-    };
-    let text = value.to_string_lossy();
-    text.trim()
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| {
-            format!(
-                "{name}: '{}' is not a whole number of seconds",
-                text.escape_debug()
-            )
-        })
 }
 
 #[cfg(test)]
@@ -191,7 +127,7 @@ mod tests {
     fn a_program_that_stops_reading_its_input_is_reported_by_its_exit() {
         // More than a pipe holds, so the write meets a closed pipe.
         let input = "x".repeat(1 << 20);
-        let output = run(
+        let output = process::run(
             Path::new("/bin/sh"),
             &["-c", "echo 'line 3 failed' >&2; exit 3"],
             Some(&input),

@@ -75,28 +75,49 @@ impl fmt::Display for Change {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct Diff {
     pub changes: Vec<Change>,
     /// Entries of ours that are already as wanted.
     pub unchanged: usize,
 }
 
-impl Plan {
+impl Diff {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
 
-    pub fn count(&self, addition: bool) -> usize {
-        self.changes
-            .iter()
-            .filter(|c| c.is_addition() == addition)
-            .count()
+    pub fn added(&self) -> usize {
+        self.changes.iter().filter(|c| c.is_addition()).count()
+    }
+
+    pub fn removed(&self) -> usize {
+        self.changes.len() - self.added()
+    }
+
+    /// `3 added, 1 removed, 40 unchanged`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} added, {} removed, {} unchanged",
+            self.added(),
+            self.removed(),
+            self.unchanged
+        )
+    }
+}
+
+/// Each change on its own line, then [`Diff::summary`].
+impl fmt::Display for Diff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for change in &self.changes {
+            writeln!(f, "{change}")?;
+        }
+        writeln!(f, "{}", self.summary())
     }
 }
 
 /// What turns our entries in `current` into `desired` (ours only; foreign entries of
-/// `current` are never part of a plan).
-pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
+/// `current` are never part of a diff).
+pub fn diff(current: &DirectConfig, desired: &DirectConfig) -> Diff {
     let ours = current.owned();
     let have_chains: HashSet<&DirectChain> = ours.chains.iter().collect();
     let have_rules: HashSet<&DirectRule> = ours.rules.iter().collect();
@@ -175,15 +196,15 @@ pub fn plan(current: &DirectConfig, desired: &DirectConfig) -> Plan {
             .iter()
             .filter(|p| want_passthroughs.contains(p))
             .count();
-    Plan { changes, unchanged }
+    Diff { changes, unchanged }
 }
 
 impl DirectConfig {
-    /// What firewalld holds after applying `plan` to this configuration one entry at a
+    /// What firewalld holds after applying `diff` to this configuration one entry at a
     /// time: a removal takes the entry out, an addition appends it to its list.
-    pub fn after(&self, plan: &Plan) -> DirectConfig {
+    pub fn after(&self, diff: &Diff) -> DirectConfig {
         let mut out = self.clone();
-        for change in &plan.changes {
+        for change in &diff.changes {
             match change {
                 Change::AddChain(c) => out.chains.push(c.clone()),
                 Change::RemoveChain(c) => out.chains.retain(|x| x != c),
@@ -251,9 +272,9 @@ mod tests {
                 rule("KUMA_MESH_OUTBOUND", 0, "RETURN"),
             ],
         );
-        let plan = plan(&DirectConfig::default(), &desired);
+        let diff = diff(&DirectConfig::default(), &desired);
         assert_eq!(
-            plan.changes,
+            diff.changes,
             [
                 Change::AddChain(chain("KUMA_MESH_OUTBOUND")),
                 Change::AddRule(rule("KUMA_MESH_OUTBOUND", 0, "RETURN")),
@@ -261,7 +282,7 @@ mod tests {
             ]
         );
         // Undoing in reverse removes the jump before the chain's rules and the chain.
-        let undo: Vec<Change> = plan.changes.iter().rev().map(Change::inverse).collect();
+        let undo: Vec<Change> = diff.changes.iter().rev().map(Change::inverse).collect();
         assert_eq!(
             undo[0],
             Change::RemoveRule(rule("OUTPUT", 0, "KUMA_MESH_OUTBOUND"))
@@ -279,9 +300,9 @@ mod tests {
                 rule("KUMA_MESH_OUTBOUND", 0, "RETURN"),
             ],
         );
-        let plan = plan(&current, &DirectConfig::default());
+        let diff = diff(&current, &DirectConfig::default());
         assert_eq!(
-            plan.changes,
+            diff.changes,
             [
                 Change::RemoveRule(rule("OUTPUT", 1, "KUMA_MESH_OUTBOUND")),
                 Change::RemoveRule(rule("KUMA_MESH_OUTBOUND", 0, "RETURN")),
@@ -296,9 +317,9 @@ mod tests {
             &["KUMA_MESH_OUTBOUND"],
             &[rule("KUMA_MESH_OUTBOUND", 0, "RETURN")],
         );
-        let plan = plan(&desired, &desired);
-        assert!(plan.is_empty());
-        assert_eq!(plan.unchanged, 2);
+        let diff = diff(&desired, &desired);
+        assert!(diff.is_empty());
+        assert_eq!(diff.unchanged, 2);
     }
 
     #[test]
@@ -308,7 +329,7 @@ mod tests {
             &[rule("OUTPUT", 5, "A"), rule("KUMA_MESH_X", 0, "RETURN")],
         );
         let desired = config(&["KUMA_MESH_Y"], &[rule("KUMA_MESH_Y", 0, "RETURN")]);
-        let after = current.after(&plan(&current, &desired));
+        let after = current.after(&diff(&current, &desired));
         let names: Vec<&str> = after.chains.iter().map(|c| c.chain.as_str()).collect();
         assert_eq!(names, ["A", "B", "KUMA_MESH_Y"]);
         assert_eq!(

@@ -190,7 +190,7 @@ pub fn run(
     deadline: Duration,
 ) -> io::Result<Vec<Vec<Outcome>>> {
     let started = Instant::now();
-    let interface = CString::new(crate::host::loopback_interface())
+    let interface = CString::new(crate::system::host::loopback_interface())
         .map_err(|_| io::Error::other("the loopback interface name holds a NUL byte"))?;
     let mut children = Vec::new();
     for sender in senders {

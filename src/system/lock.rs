@@ -16,8 +16,9 @@
 //! out while CMD runs).
 //!
 //! A run that has to wait says so once on stderr ("waiting for another tproxy-firewalld run
-//! (pid N) to finish …") and gives up after [`DEFAULT_TIMEOUT`] (the environment variable
-//! [`TIMEOUT_ENV`] overrides it, in whole seconds) with exit status 1, having changed nothing.
+//! (pid N) to finish …") and gives up after the lock timeout (60 s; the environment variable
+//! `TPROXY_FIREWALLD_LOCK_TIMEOUT` sets it, in whole seconds) with exit status 1, having
+//! changed nothing.
 //! `--dry-run` takes no lock; a dry run asked for in a config file or the environment does
 //! (the configuration is read after the lock is taken).
 //!
@@ -25,7 +26,7 @@
 //! to `direct.xml` or `firewalld.conf` are removed before the work starts.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,17 +35,12 @@ use anyhow::{bail, Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::BadInput;
-use crate::host;
+use super::{host, notice};
 
 /// The lock a run holds while it changes the firewall.
 pub const LOCK_FILE: &str = "/run/tproxy-firewalld.lock";
 /// Where waiting runs queue (see the module documentation).
 pub const QUEUE_DIR: &str = "/run/tproxy-firewalld.queue";
-/// How long a run waits for the lock before it fails.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Overrides [`DEFAULT_TIMEOUT`]: a whole number of seconds, 0 to fail at once when busy.
-pub const TIMEOUT_ENV: &str = "TPROXY_FIREWALLD_LOCK_TIMEOUT";
 /// How often a waiting run looks at the queue and the lock.
 const POLL: Duration = Duration::from_millis(20);
 /// The temporary files of ours that may be left in firewalld's configuration directory:
@@ -66,11 +62,15 @@ pub struct Lock {
 /// The lock for a run that changes the firewall, after removing temporary files interrupted
 /// runs left in `firewalld_config_dir`; None for a dry run and for a run without root (which
 /// changes nothing: it fails asking for root, or is a dry run configured in a file).
-pub fn for_changes(dry_run: bool, firewalld_config_dir: &Path) -> Result<Option<Lock>> {
+/// Waits up to `timeout` for the runs ahead.
+pub fn for_changes(
+    dry_run: bool,
+    timeout: Duration,
+    firewalld_config_dir: &Path,
+) -> Result<Option<Lock>> {
     if dry_run || !host::is_root() {
         return Ok(None);
     }
-    let timeout = host::seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT).map_err(BadInput)?;
     let lock_file = Path::new(LOCK_FILE);
     let lock = Lock::acquire(lock_file, Path::new(QUEUE_DIR), timeout)?;
     // direct.xml and firewalld.conf are written in the first; the raw backend's records
@@ -79,18 +79,18 @@ pub fn for_changes(dry_run: bool, firewalld_config_dir: &Path) -> Result<Option<
     for dir in [firewalld_config_dir, run_dir] {
         match lock.remove_stale_temp_files(dir) {
             Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => eprintln!(
-                "tproxy-firewalld: removed temporary files an interrupted run left behind: {}",
+            Ok(removed) => notice(format!(
+                "removed temporary files an interrupted run left behind: {}",
                 removed
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
-            Err(error) => eprintln!(
-                "tproxy-firewalld: could not look for temporary files an interrupted run left in {}: {error:#}",
+            )),
+            Err(error) => notice(format!(
+                "could not look for temporary files an interrupted run left in {}: {error:#}",
                 dir.display()
-            ),
+            )),
         }
     }
     Ok(Some(lock))
@@ -150,10 +150,10 @@ impl Lock {
                 );
             }
             if !told {
-                eprintln!(
-                    "tproxy-firewalld: waiting for {who} to finish … (lock {shown}, giving up after {} s)",
+                notice(format!(
+                    "waiting for {who} to finish … (lock {shown}, giving up after {} s)",
                     timeout.as_secs()
-                );
+                ));
                 told = true;
             }
             std::thread::sleep(POLL.min(deadline - now));
@@ -211,13 +211,8 @@ fn is_our_temp_name(name: &str) -> bool {
 
 /// The pid recorded in a lock file, when it names a live process.
 fn pid_in(lock_file: &Path) -> Option<u32> {
-    let mut text = String::new();
-    File::open(lock_file)
-        .ok()?
-        .take(64)
-        .read_to_string(&mut text)
-        .ok()?;
-    let pid: u32 = text.trim().parse().ok()?;
+    let bytes = super::fs::read_at_most(File::open(lock_file).ok()?, 64).ok()?;
+    let pid: u32 = std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
