@@ -56,7 +56,7 @@ pub fn run(args: &InstallArgs) -> Result<()> {
                 ));
             }
             notice(format!(
-                "applying with {}; nothing persists across reboots (no firewalld)",
+                "applying with {}; nothing persists across reboots (no firewalld) unless tproxy-firewalld.service applies the rules at boot",
                 backend.name()
             ));
         }

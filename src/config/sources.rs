@@ -50,13 +50,27 @@ pub fn read_config_file(
     } else {
         serde_norway::from_str(&text).map_err(|e| fail(e.to_string()))?
     };
-    let value = match value {
+    let value = match without_nulls(value) {
         Value::Null => Value::Object(Map::new()),
-        Value::Object(_) => value,
+        value @ Value::Object(_) => value,
         _ => return Err(fail("the document must be a mapping of keys".to_string())),
     };
     check(&value).map_err(fail)?;
     Ok(value)
+}
+
+/// `value` without the keys whose value is null: as in kumactl, a key given no value keeps
+/// the value of the layers below it.
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Builds the partial tree from `KUMA_TRANSPARENT_PROXY_*` variables; unknown names are
@@ -174,6 +188,16 @@ fn check(value: &Value) -> Result<(), String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_key_given_no_value_keeps_the_value_below() {
+        let text = "wait: null\nredirect:\n  inbound:\n    port: ~\n  dns: {enabled: true}\n";
+        let value = read_config_file("-", &mut text.as_bytes(), false).unwrap();
+        assert_eq!(
+            value,
+            json!({"redirect": {"inbound": {}, "dns": {"enabled": true}}})
+        );
+    }
 
     #[test]
     fn later_objects_override_field_by_field_and_lists_replace() {
