@@ -748,6 +748,13 @@ impl Disturbance {
     }
 }
 
+fn notice_disturbance(what: Disturbance) {
+    notice(format!(
+        "{} during the run; reading its configuration again",
+        what.describe()
+    ));
+}
+
 pub struct FirewalldBackend {
     firewalld: Box<Firewalld>,
     /// Also change the permanent configuration (direct.xml); uninstall always does.
@@ -1102,6 +1109,22 @@ impl FirewalldBackend {
         }))
     }
 
+    /// Plans; when firewalld leaves the bus before it answered the reads (a restart), waits
+    /// for it to come back and reads again, a bounded number of times.
+    fn plan_through_restarts(&mut self, ruleset: &Ruleset) -> Result<FirewalldPlan> {
+        let mut restarts = 0;
+        loop {
+            match self.plan_for(ruleset) {
+                Err(error) if is_gone(&error) && restarts < MAX_DISRUPTIONS => {
+                    restarts += 1;
+                    notice_disturbance(Disturbance::Firewalld(Disruption::Restarted));
+                    self.reconnect()?;
+                }
+                planned => return planned,
+            }
+        }
+    }
+
     /// After a disruption: waits until firewalld runs again, and talks to whoever owns its
     /// name now (a restart may bring another version or other settings).
     fn reconnect(&mut self) -> Result<()> {
@@ -1158,7 +1181,7 @@ impl Backend for FirewalldBackend {
     }
 
     fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
-        Ok(Plan::Firewalld(self.plan_for(desired)?))
+        Ok(Plan::Firewalld(self.plan_through_restarts(desired)?))
     }
 
     /// Applies the plan; a reload or restart of firewalld meanwhile (or our entries not as
@@ -1182,17 +1205,9 @@ impl Backend for FirewalldBackend {
                     disturbances.len()
                 );
             }
-            notice(format!(
-                "{} during the run; reading its configuration again",
-                what.describe()
-            ));
+            notice_disturbance(what);
             self.reconnect()?;
-            match self.plan_for(&plan.ruleset) {
-                Ok(again) => plan = again,
-                // firewalld went away again before it answered: the next attempt waits.
-                Err(error) if is_gone(&error) => {}
-                Err(error) => return Err(error),
-            }
+            plan = self.plan_through_restarts(&plan.ruleset)?;
         }
         // Uninstall --keep-permanent leaves them on purpose and says so itself.
         if plan.permanent_differs && !plan.desired.is_empty() {
