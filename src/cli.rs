@@ -557,6 +557,10 @@ pub fn manual_sections(command: &str) -> ManualSections {
                     "tproxy-firewalld install --store-firewalld --disable-firewalld-rfc3964-ipv4",
                     "Also redirect IPv6 on a firewalld host (sets RFC3964_IPv4=no and reloads firewalld).",
                 ),
+                (
+                    "tproxy-firewalld install --config /etc/tproxy-firewalld/config.yaml --dry-run --output json",
+                    "One JSON report of what would change per target (README.md, JSON output, describes it); without --dry-run, of what changed.",
+                ),
             ],
             files: FILES,
             environment: ENVIRONMENT,
@@ -566,6 +570,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
             examples: &[
                 ("tproxy-firewalld uninstall", "Remove our rules from firewalld's runtime and permanent configuration (or direct.xml and iptables when firewalld is stopped)."),
                 ("tproxy-firewalld uninstall --dry-run", "Show what would be removed where."),
+                ("tproxy-firewalld uninstall --output json", "Remove them and print one JSON report of what was removed where."),
                 ("tproxy-firewalld uninstall --keep-permanent", "Take the rules out of the running firewall; firewalld's permanent configuration keeps them for its next start (what stopping tproxy-firewalld.service does)."),
             ],
             files: FILES,
