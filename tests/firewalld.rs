@@ -372,7 +372,17 @@ fn assert_kernel_has_port_exclusion(world: &FirewalldSandbox, port: &str) {
 fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
     each_backend("offline", |world| {
         world.stop();
+        // The dry run reads direct.xml and the kernel, and says what the run then does.
+        let preview = report(world, &["--store-firewalld", BOTH_FAMILIES, "--dry-run"]);
+        assert!(
+            !world.direct_xml_path().exists(),
+            "the dry run wrote direct.xml"
+        );
         let stopped = report(world, &["--store-firewalld", BOTH_FAMILIES]);
+        assert_eq!(
+            preview["targets"], stopped["targets"],
+            "{preview}\n{stopped}"
+        );
         assert_eq!(stopped["backend"]["kind"], "firewalld-stopped", "{stopped}");
         assert!(
             stopped["summary"].as_str().unwrap().contains("direct.xml"),
