@@ -91,10 +91,9 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
         placement: request.placement,
     })
     .map_err(|e| BadInput(e.to_string()))?;
-    loaded
-        .warnings
-        .iter()
-        .for_each(|warning| notice(Code::UnknownEnvironmentVariable, warning));
+    for warning in loaded.warnings {
+        notice(warning.code, warning.text);
+    }
     let config = loaded.config;
     // Status and validate only compare; install, dry run or not, plans against the host.
     let plans = request.purpose == Purpose::Install;
