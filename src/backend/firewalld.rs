@@ -1193,8 +1193,20 @@ impl Backend for FirewalldBackend {
         })
     }
 
+    /// Plans from firewalld's configurations; firewalld restarting before it answered the
+    /// reads makes it wait for firewalld and read again, as [`Backend::apply`] does.
     fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
-        Ok(Plan::Firewalld(self.plan_for(desired)?))
+        let mut restarts = 0;
+        loop {
+            match self.plan_for(desired) {
+                Err(error) if is_gone(&error) && restarts < MAX_DISRUPTIONS => {
+                    restarts += 1;
+                    reading_again(Disturbance::Firewalld(Disruption::Restarted));
+                    self.reconnect()?;
+                }
+                planned => return Ok(Plan::Firewalld(planned?)),
+            }
+        }
     }
 
     /// Applies the plan; a reload or restart of firewalld meanwhile (or our entries not as
@@ -1218,13 +1230,7 @@ impl Backend for FirewalldBackend {
                     disturbances.len()
                 );
             }
-            notice(
-                Code::FirewalldDisrupted,
-                format!(
-                    "{} during the run; reading its configuration again",
-                    what.describe()
-                ),
-            );
+            reading_again(what);
             self.reconnect()?;
             match self.plan_for(&plan.ruleset) {
                 Ok(again) => plan = again,
@@ -1242,6 +1248,17 @@ impl Backend for FirewalldBackend {
             targets: plan.changes(),
         })
     }
+}
+
+/// Tells the operator that `what` made the run read firewalld's configuration again.
+fn reading_again(what: Disturbance) {
+    notice(
+        Code::FirewalldDisrupted,
+        format!(
+            "{} during the run; reading its configuration again",
+            what.describe()
+        ),
+    );
 }
 
 /// `firewalld reloaded, firewalld restarted`: each kind once, in the order first seen.
