@@ -221,7 +221,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__install)
-            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --dry-run --verbose --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --help transparent-proxy"
+            opts="-h --config --kuma-dp-user --redirect-inbound --redirect-inbound-port --redirect-outbound-port --exclude-inbound-ports --exclude-outbound-ports --exclude-inbound-ips --exclude-outbound-ips --exclude-outbound-ports-for-uids --redirect-dns --redirect-all-dns-traffic --redirect-dns-port --skip-dns-conntrack-zone-split --drop-invalid-packets --vnet --redirect-inbound-insert-instead-of-append --redirect-outbound-insert-instead-of-append --iptables-logs --disable-comments --ip-family-mode --wait --wait-interval --max-retries --sleep-between-retries --iptables-executables --store-firewalld --dry-run --verbose --backend --firewalld-config-dir --accept-firewalld-iptables-flush --disable-firewalld-rfc3964-ipv4 --output --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -349,6 +349,10 @@ _tproxy__firewalld() {
                     ;;
                 --firewalld-config-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -527,7 +531,7 @@ _tproxy__firewalld() {
             return 0
             ;;
         tproxy__subcmd__firewalld__subcmd__uninstall)
-            opts="-h --dry-run --keep-permanent --backend --firewalld-config-dir --verbose --iptables-executables --help transparent-proxy"
+            opts="-h --dry-run --keep-permanent --backend --firewalld-config-dir --verbose --iptables-executables --output --help transparent-proxy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -543,6 +547,10 @@ _tproxy__firewalld() {
                     ;;
                 --iptables-executables)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -78,6 +78,8 @@ complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand instal
 firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is not running'
 iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l output -d 'json: also print one JSON report on stdout (what changed per target, the backend, the notices, the error and its exit status), instead of a dry run\'s plan' -r -f -a "text\t'For people'
+json\t'A stable JSON document, for scripts'"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l accept-firewalld-iptables-flush -d 'On firewalld 2.x (nftables backend), go ahead although adding the first direct rule makes firewalld flush other tools\' iptables rules'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -l disable-firewalld-rfc3964-ipv4 -d 'Set firewalld\'s RFC3964_IPv4=no (permanently) and reload it, so IPv6 redirection works; without it, firewalld hosts with RFC3964_IPv4=yes get IPv4 rules only'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand install" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -86,6 +88,8 @@ firewalld\t'firewalld\'s direct interface over D-Bus; fails when firewalld is no
 iptables\t'Raw iptables-restore; refused while firewalld runs (it would flush the rules)'"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l firewalld-config-dir -d 'firewalld\'s configuration directory (holds direct.xml and firewalld.conf)' -r -F
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l iptables-executables -d 'Custom executables, as for install' -r
+complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l output -d 'json: also print one JSON report on stdout (what changed per target, the backend, the notices, the error and its exit status), instead of a dry run\'s plan' -r -f -a "text\t'For people'
+json\t'A stable JSON document, for scripts'"
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l dry-run -d 'Print what would be removed where, and change nothing'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l keep-permanent -d 'Remove the rules from the running firewall only: firewalld\'s permanent configuration (direct.xml) keeps ours, and firewalld applies them again at its next start. What stopping tproxy-firewalld.service does, so that a boot through firewalld finds the rules in place'
 complete -c tproxy-firewalld -n "__fish_tproxy_firewalld_using_subcommand uninstall" -l verbose -d 'More detail on stderr'

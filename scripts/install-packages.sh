@@ -4,10 +4,11 @@
 # (tests/hostile_input.rs watches the open flags of direct.xml's temporary file with it);
 # for the packages and units (scripts/package.sh, tests/packages.rs, tests/units.rs): rpm
 # (rpmbuild; rpm-build on Fedora), man-db (`man -l`) and systemd (`systemd-analyze`; no
-# systemd is booted). No service is started.
+# systemd is booted); python3 with its venv module, for the virtual environment
+# scripts/ansible-venv.sh puts ansible-core in (tests/ansible.rs). No service is started.
 set -euo pipefail
 
-packages=(iptables nftables iproute2 util-linux firewalld dbus strace rpm man-db systemd)
+packages=(iptables nftables iproute2 util-linux firewalld dbus strace rpm man-db systemd python3-venv)
 need=()
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
@@ -19,6 +20,7 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v rpmbuild >/dev/null 2>&1 || need+=(rpm)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"
@@ -36,6 +38,8 @@ if [ ${#need[@]} -gt 0 ]; then
     trap - EXIT
   elif [ "$(id -u)" = 0 ] && command -v dnf >/dev/null 2>&1; then
     need=("${need[@]/dbus/dbus-daemon}")
+    # Fedora's python3 has venv and ensurepip built in.
+    need=("${need[@]/python3-venv/python3}")
     dnf install -y -q "${need[@]/#rpm/rpm-build}"
   else
     echo "missing packages (${need[*]}); namespace tests and the benchmark cannot run (need root to install: ${packages[*]})" >&2

@@ -35,7 +35,7 @@ pub enum Command {
     /// direct.xml); with firewalld installed but stopped and --store-firewalld, into direct.xml
     /// (applied when firewalld starts) and into iptables now; without firewalld, into iptables only.
     /// With firewalld only the differences are written; a re-run with the same flags writes nothing.
-    Install(Box<InstallArgs>),
+    Install(Box<InstallCommand>),
     /// Remove every rule and chain this tool or kumactl installed, and nothing else
     ///
     /// Removes them from firewalld's runtime and permanent direct configuration when firewalld runs,
@@ -202,6 +202,18 @@ pub struct Target {
     pub target: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct InstallCommand {
+    #[command(flatten)]
+    pub rules: InstallArgs,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, help = REPORT_HELP)]
+    pub output: OutputFormat,
+}
+
+/// `--output` of install and uninstall.
+const REPORT_HELP: &str = "json: also print one JSON report on stdout (what changed per target, the backend, the notices, the error and its exit status), instead of a dry run's plan";
+
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     #[command(flatten)]
@@ -334,6 +346,31 @@ pub struct UninstallArgs {
     /// Custom executables, as for install
     #[arg(long, value_name = "NAME:PATH,...", value_parser = checked(parse_executables))]
     pub iptables_executables: Vec<String>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, help = REPORT_HELP)]
+    pub output: OutputFormat,
+}
+
+/// The command and dry run of an install or uninstall that asks for a JSON report
+/// (`--output json`), read from its arguments as given: for a report of arguments that do
+/// not parse.
+pub fn report_requested(args: &[OsString]) -> Option<(&'static str, bool)> {
+    let command = match args.get(1)?.to_str()? {
+        "install" => "install",
+        "uninstall" => "uninstall",
+        _ => return None,
+    };
+    let rest: Vec<&str> = args[2..]
+        .iter()
+        .map(|a| a.to_str().unwrap_or_default())
+        .take_while(|a| *a != "--")
+        .collect();
+    let json = rest
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || rest.contains(&"--output=json");
+    let dry_run = rest.contains(&"--dry-run") || rest.contains(&"--dry-run=true");
+    json.then_some((command, dry_run))
 }
 
 /// Where rules go, shared by install and uninstall.
@@ -520,6 +557,10 @@ pub fn manual_sections(command: &str) -> ManualSections {
                     "tproxy-firewalld install --store-firewalld --disable-firewalld-rfc3964-ipv4",
                     "Also redirect IPv6 on a firewalld host (sets RFC3964_IPv4=no and reloads firewalld).",
                 ),
+                (
+                    "tproxy-firewalld install --config /etc/tproxy-firewalld/config.yaml --dry-run --output json",
+                    "One JSON report of what would change per target (README.md, JSON output, describes it); without --dry-run, of what changed.",
+                ),
             ],
             files: FILES,
             environment: ENVIRONMENT,
@@ -529,6 +570,7 @@ pub fn manual_sections(command: &str) -> ManualSections {
             examples: &[
                 ("tproxy-firewalld uninstall", "Remove our rules from firewalld's runtime and permanent configuration (or direct.xml and iptables when firewalld is stopped)."),
                 ("tproxy-firewalld uninstall --dry-run", "Show what would be removed where."),
+                ("tproxy-firewalld uninstall --output json", "Remove them and print one JSON report of what was removed where."),
                 ("tproxy-firewalld uninstall --keep-permanent", "Take the rules out of the running firewall; firewalld's permanent configuration keeps them for its next start (what stopping tproxy-firewalld.service does)."),
             ],
             files: FILES,
@@ -628,10 +670,10 @@ mod tests {
             "443",
         ])
         .unwrap();
-        let Command::Install(args) = cli.command else {
+        let Command::Install(install) = cli.command else {
             panic!("install expected")
         };
-        let tree = args.overlay();
+        let tree = install.rules.overlay();
         assert_eq!(tree["redirect"]["dns"]["enabled"], json!(true));
         assert_eq!(tree["redirect"]["inbound"]["enabled"], json!(false));
         assert_eq!(
@@ -700,6 +742,24 @@ mod tests {
                 assert_eq!(terms.len(), count, "{command:?}: {terms:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_report_is_requested_by_install_or_uninstall_with_output_json() {
+        let args = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
+        let requested = |words: &[&str]| report_requested(&args(words));
+        assert_eq!(
+            requested(&["t", "install", "--output", "json", "--bad"]),
+            Some(("install", false))
+        );
+        assert_eq!(
+            requested(&["t", "uninstall", "--dry-run", "--output=json"]),
+            Some(("uninstall", true))
+        );
+        assert_eq!(requested(&["t", "install", "--output", "text"]), None);
+        assert_eq!(requested(&["t", "status", "--output", "json"]), None);
+        assert_eq!(requested(&["t", "install", "--", "--output=json"]), None);
+        assert_eq!(requested(&["t"]), None);
     }
 
     #[test]

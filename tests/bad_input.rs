@@ -2,13 +2,51 @@
 
 mod common;
 
-use common::Sandbox;
+use std::process::Output;
 
+use common::{json_shape, Sandbox};
+
+/// Runs `args` with `stdin` and checks it is rejected with exit status 2, the first line on
+/// stderr naming `names`, and nothing changed; again with `--output json`, whose report must
+/// carry the same error.
 fn assert_rejected(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>, names: &str) {
     let before = (
         sandbox.save("iptables-save"),
         sandbox.save("ip6tables-save"),
     );
+    let output = run_with_stdin(sandbox, args, stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{args:?} should exit 2, stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    // clap adds a usage hint after its one-line error; the error itself is the first line.
+    assert!(
+        lines[0].contains(names),
+        "{args:?}: first line should name {names}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let json = run_with_stdin(sandbox, &[args, &["--output", "json"]].concat(), stdin);
+    let report = json_shape::report_of(args[0], &json, 2);
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(names),
+        "{args:?}: {message:?} should name {names}"
+    );
+    assert_eq!(report["changed"], serde_json::Value::Null, "{report}");
+    assert_eq!(
+        (
+            sandbox.save("iptables-save"),
+            sandbox.save("ip6tables-save")
+        ),
+        before,
+        "{args:?} changed the tables"
+    );
+}
+
+fn run_with_stdin(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut full = vec![common::BIN];
     full.extend_from_slice(args);
     let mut child = sandbox
@@ -25,28 +63,7 @@ fn assert_rejected(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>, names
             pipe.write_all(bytes).unwrap();
         }
     }
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "{args:?} should exit 2, stderr: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    // clap adds a usage hint after its one-line error; the error itself is the first line.
-    assert!(
-        lines[0].contains(names),
-        "{args:?}: first line should name {names}: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        (
-            sandbox.save("iptables-save"),
-            sandbox.save("ip6tables-save")
-        ),
-        before,
-        "{args:?} changed the tables"
-    );
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -129,6 +146,12 @@ fn bad_flags_configs_and_users_change_nothing() {
         }
         assert_rejected(&sandbox, &args, None, names);
     }
+    assert_rejected(
+        &sandbox,
+        &["uninstall", "--iptables-executables", "iptables"],
+        None,
+        "--iptables-executables",
+    );
     assert_rejected(
         &sandbox,
         &["install", "--kuma-dp-user", "kuma-dp", "--config", "-"],

@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 
 use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
+use common::json_shape::{self, entries, target_of};
 use common::{expected, ours, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
+use serde_json::Value;
 use tproxy_firewalld::format::direct_xml;
 
 /// Both families: firewalld's default RFC3964_IPv4=yes would restrict us to IPv4.
@@ -79,6 +81,13 @@ fn install(world: &FirewalldSandbox, args: &[&str]) -> String {
         world.log()
     );
     stderr
+}
+
+/// [`install`] with `--output json`: its report, checked against the documented shape.
+fn report(world: &FirewalldSandbox, args: &[&str]) -> Value {
+    let mut full = vec!["install", "--kuma-dp-user", "kuma-dp"];
+    full.extend_from_slice(args);
+    json_shape::report(world, &full, 0)
 }
 
 /// Runs `body` on every cell of the firewalld matrix ([`BACKENDS`]: firewalld 1.3 and 2.x,
@@ -270,14 +279,48 @@ fn a_rerun_makes_no_write_call_and_one_more_port_makes_only_that_change() {
             "--exclude-inbound-ports",
             "22",
         ];
-        install(world, &base);
+        let exclusion = |port: &str| {
+            format!("rule ipv4 nat KUMA_MESH_INBOUND 0 -m comment --comment 'kuma/mesh/transparent/proxy/exclude inbound traffic from port {port} from redirection' -p tcp --dport {port} -j RETURN")
+        };
+        // The dry run's report says what the install will do, and changes nothing.
+        let preview = report(world, &[&base[..], &["--dry-run"]].concat());
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
+        let fresh = report(world, &base);
+        assert_eq!(preview["targets"], fresh["targets"], "{preview}\n{fresh}");
+        assert_eq!(
+            (&preview["changed"], &fresh["changed"]),
+            (&Value::Bool(true), &Value::Bool(true))
+        );
+        assert_eq!(fresh["backend"]["kind"], "firewalld", "{fresh}");
+        assert_eq!(
+            fresh["backend"]["firewall_backend"],
+            world.firewall_backend.as_str()
+        );
+        assert!(fresh["backend"]["firewalld_version"].is_string(), "{fresh}");
+        let entries_of_ours = world.count_our_rules(true);
+        for target in ["runtime", "permanent"] {
+            let added = entries(&fresh, target, "added");
+            assert!(added.contains(&exclusion("22").as_str()), "{fresh}");
+            // Our rules, and the chains they are in.
+            assert!(added.len() > entries_of_ours, "{fresh}");
+            assert_eq!(target_of(&fresh, target)["kept"], 0, "{fresh}");
+        }
+        let installed = entries(&fresh, "runtime", "added").len();
+        let mut again = Value::Null;
         let calls = world.write_calls(|| {
-            install(world, &base);
+            again = report(world, &base);
         });
         assert_eq!(calls, Vec::<String>::new(), "unchanged flags");
+        assert_eq!(again["changed"], false, "{again}");
+        for target in ["runtime", "permanent"] {
+            assert_eq!(target_of(&again, target)["kept"], installed, "{again}");
+            assert!(entries(&again, target, "added").is_empty(), "{again}");
+        }
 
+        let mut one_more = Value::Null;
         let calls = world.write_calls(|| {
-            install(
+            one_more = report(
                 world,
                 &[
                     "--store-firewalld",
@@ -294,6 +337,20 @@ fn a_rerun_makes_no_write_call_and_one_more_port_makes_only_that_change() {
             "one more port"
         );
         assert_kernel_has_port_exclusion(world, "2222");
+        for target in ["runtime", "permanent"] {
+            let added = entries(&one_more, target, "added");
+            assert_eq!(added.len(), 2, "{one_more}");
+            assert!(added[0].contains("--dport 2222"), "{one_more}");
+            assert!(
+                entries(&one_more, target, "removed").is_empty(),
+                "{one_more}"
+            );
+            assert_eq!(
+                target_of(&one_more, target)["kept"],
+                installed,
+                "{one_more}"
+            );
+        }
     });
 }
 
@@ -315,8 +372,40 @@ fn assert_kernel_has_port_exclusion(world: &FirewalldSandbox, port: &str) {
 fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
     each_backend("offline", |world| {
         world.stop();
-        let stderr = install(world, &["--store-firewalld", BOTH_FAMILIES]);
-        assert!(stderr.contains("direct.xml"), "{stderr}");
+        // The dry run reads direct.xml and the kernel, and says what the run then does.
+        let preview = report(world, &["--store-firewalld", BOTH_FAMILIES, "--dry-run"]);
+        assert!(
+            !world.direct_xml_path().exists(),
+            "the dry run wrote direct.xml"
+        );
+        let stopped = report(world, &["--store-firewalld", BOTH_FAMILIES]);
+        assert_eq!(
+            preview["targets"], stopped["targets"],
+            "{preview}\n{stopped}"
+        );
+        assert_eq!(stopped["backend"]["kind"], "firewalld-stopped", "{stopped}");
+        assert!(
+            stopped["summary"].as_str().unwrap().contains("direct.xml"),
+            "{stopped}"
+        );
+        let targets: Vec<&Value> = stopped["targets"].as_array().unwrap().iter().collect();
+        let names: Vec<&str> = targets
+            .iter()
+            .map(|t| t["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["direct.xml", "kernel ipv4", "kernel ipv6"],
+            "{stopped}"
+        );
+        assert!(
+            entries(&stopped, "direct.xml", "added").contains(&"chain ipv6 nat KUMA_MESH_OUTBOUND"),
+            "{stopped}"
+        );
+        assert!(
+            !entries(&stopped, "kernel ipv6", "added").is_empty(),
+            "{stopped}"
+        );
         let xml = world.direct_xml();
         assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<direct>\n"));
         assert!(world
@@ -334,7 +423,16 @@ fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
         });
         assert_eq!(calls, Vec::<String>::new());
 
-        world.tproxy_ok(&["uninstall"]);
+        let removal = json_shape::report(world, &["uninstall"], 0);
+        assert_eq!(removal["changed"], true, "{removal}");
+        for target in ["runtime", "permanent"] {
+            assert!(entries(&removal, target, "added").is_empty(), "{removal}");
+            assert_eq!(
+                entries(&removal, target, "removed").len(),
+                entries(&stopped, "direct.xml", "added").len(),
+                "{removal}"
+            );
+        }
         assert!(!world.direct_xml().contains("KUMA_MESH"));
         assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
     });
@@ -614,6 +712,21 @@ fn lockdown_refusing_us_is_named_and_nothing_changes() {
             1,
             "{stderr}"
         );
+        // The same failure as a report: the error, and the firewalld that refused.
+        let refused = json_shape::report(
+            world,
+            &["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"],
+            1,
+        );
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("lockdown"),
+            "{refused}"
+        );
+        assert_eq!(refused["backend"]["kind"], "firewalld", "{refused}");
+        assert_eq!(refused["changed"], Value::Null, "{refused}");
         assert_eq!(world.count_our_rules(false), 0);
         assert_eq!(world.count_our_rules(true), 0);
         assert!(!world.direct_xml_path().exists());

@@ -49,9 +49,9 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The JSON document in `output`, checked against README.md's description.
 fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+    common::json_shape::assert_documented("inspect", &stdout(output))
 }
 
 /// (line, column, part of the message) of each problem of a JSON report.

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    assert_expected, namespaces_available, normalise_like_reference, Sandbox, CONFIG_1, CONFIG_2,
-    CONFIG_STDIN, MULTIPLE_FLAGS,
+    assert_expected, json_shape, namespaces_available, normalise_like_reference, Sandbox, CONFIG_1,
+    CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS,
 };
 
 fn install_and_compare(sandbox: &Sandbox, set: &str, args: &[&str]) {
@@ -206,6 +206,30 @@ fn reinstall_is_idempotent_and_other_flags_replace_only_ours() {
     ] {
         assert!(replaced.contains(foreign), "{foreign} lost:\n{replaced}");
     }
+
+    // Uninstall's reports: the dry run's, the run's, and a run with nothing left to remove.
+    let installed = sandbox.saves();
+    let preview = json_shape::report(&sandbox, &["uninstall", "--dry-run"], 0);
+    assert_eq!(sandbox.saves(), installed, "the dry run changed the tables");
+    let removal = json_shape::report(&sandbox, &["uninstall"], 0);
+    assert_eq!(
+        preview["targets"], removal["targets"],
+        "{preview}\n{removal}"
+    );
+    assert_eq!(removal["changed"], true, "{removal}");
+    let removed = json_shape::entries(&removal, "kernel ipv4", "removed");
+    assert!(
+        removed
+            .iter()
+            .any(|e| e.starts_with("-t nat -A KUMA_MESH_INBOUND ") && e.contains("--dport 2222")),
+        "{removal}"
+    );
+    let nothing = json_shape::report(&sandbox, &["uninstall"], 0);
+    assert_eq!(nothing["changed"], false, "{nothing}");
+    assert_eq!(
+        nothing["summary"],
+        "no transparent-proxy rules found; nothing to remove"
+    );
 }
 
 /// The stderr of a run that must succeed.
@@ -224,7 +248,27 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     };
     add_foreign_rules(&sandbox);
     let flags = ["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"];
-    sandbox.tproxy_ok(&flags);
+    let fresh = json_shape::report(&sandbox, &flags, 0);
+    assert_eq!(fresh["changed"], true, "{fresh}");
+    assert_eq!(fresh["backend"]["kind"], "iptables", "{fresh}");
+    assert!(
+        json_shape::has_notice(&fresh, "nothing-persists"),
+        "{fresh}"
+    );
+    let rules = |report: &serde_json::Value, family: &str| -> Vec<String> {
+        let added = json_shape::entries(report, &format!("kernel {family}"), "added");
+        added.iter().map(|e| e.to_string()).collect()
+    };
+    for family in ["ipv4", "ipv6"] {
+        let target = json_shape::target_of(&fresh, &format!("kernel {family}"));
+        assert_eq!(target["kept"], 0, "{fresh}");
+        assert!(target["removed"].as_array().unwrap().is_empty(), "{fresh}");
+        assert!(
+            rules(&fresh, family).contains(&"-t nat -A OUTPUT -m comment --comment \"kuma/mesh/transparent/proxy/redirect outbound TCP traffic to our custom chain for processing\" -p tcp -j KUMA_MESH_OUTBOUND".to_string()),
+            "{fresh}"
+        );
+    }
+    let installed_rules = rules(&fresh, "ipv4").len();
     // nft numbers every rule it holds; rules rewritten, even identical ones, get new handles.
     // Its packet counters move with the namespace's own IPv6 traffic, so they are left out.
     let handles = || {
@@ -246,11 +290,18 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     };
     let installed = handles();
     assert!(installed.contains("KUMA_MESH_OUTBOUND"), "{installed}");
-    let stderr = tproxy_stderr(&sandbox, &flags);
+    let again = json_shape::report(&sandbox, &flags, 0);
+    let summary = again["summary"].as_str().unwrap();
     assert!(
-        stderr.contains("already installed, nothing to change"),
-        "{stderr}"
+        summary.starts_with("already installed, nothing to change"),
+        "{again}"
     );
+    assert_eq!(again["changed"], false, "{again}");
+    for family in ["ipv4", "ipv6"] {
+        let target = json_shape::target_of(&again, &format!("kernel {family}"));
+        assert_eq!(target["kept"], installed_rules, "{again}");
+        assert!(rules(&again, family).is_empty(), "{again}");
+    }
     assert_eq!(handles(), installed);
 
     // A foreign rule now after our jump in nat OUTPUT: the re-run moves ours to the end again,
@@ -258,8 +309,32 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     sandbox.ok(&[
         "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "4444", "-j", "RETURN",
     ]);
-    let stderr = tproxy_stderr(&sandbox, &flags);
-    assert!(stderr.contains("tproxy-firewalld: installed;"), "{stderr}");
+    let moved = json_shape::report(&sandbox, &flags, 0);
+    assert!(
+        moved["summary"].as_str().unwrap().starts_with("installed;"),
+        "{moved}"
+    );
+    // The tables no longer hold what the last run left: the rules in place are compared as
+    // iptables prints them, which matches how we write them only for some. IPv6 is as the
+    // last run left it.
+    let kept = json_shape::target_of(&moved, "kernel ipv4")["kept"]
+        .as_u64()
+        .unwrap() as usize;
+    let removed = json_shape::entries(&moved, "kernel ipv4", "removed");
+    assert_eq!(removed.len() + kept, installed_rules, "{moved}");
+    assert_eq!(
+        rules(&moved, "ipv4").len() + kept,
+        installed_rules,
+        "{moved}"
+    );
+    assert!(
+        removed.contains(&"-t nat -A OUTPUT -p tcp -m comment --comment \"kuma/mesh/transparent/proxy/redirect outbound TCP traffic to our custom chain for processing\" -j KUMA_MESH_OUTBOUND"),
+        "{moved}"
+    );
+    assert_eq!(
+        json_shape::target_of(&moved, "kernel ipv6")["kept"],
+        installed_rules
+    );
     let output_chain = sandbox.ok(&["iptables", "-t", "nat", "-S", "OUTPUT"]);
     let last = output_chain.lines().last().unwrap();
     assert!(last.contains("KUMA_MESH_OUTBOUND"), "{output_chain}");
@@ -274,9 +349,35 @@ fn a_re_run_asking_for_the_same_rules_rewrites_nothing() {
     sandbox.tproxy_ok(&flags);
     assert_eq!(sandbox.saves(), complete);
 
-    // Other flags are other rules.
-    sandbox.tproxy_ok(&[&flags[..], &["--exclude-inbound-ports", "2222"]].concat());
+    // Other flags are other rules: the one rule they add, in the dry run's report as in the
+    // run's.
+    let other_flags = [&flags[..], &["--exclude-inbound-ports", "2222"]].concat();
+    let preview = json_shape::report(&sandbox, &[&other_flags[..], &["--dry-run"]].concat(), 0);
+    assert_eq!(sandbox.saves(), complete, "the dry run changed the tables");
+    let applied = json_shape::report(&sandbox, &other_flags, 0);
     assert!(sandbox.save("iptables-save").contains("--dport 2222"));
+    assert_eq!(
+        (&preview["changed"], &preview["dry_run"]),
+        (&serde_json::json!(true), &serde_json::json!(true))
+    );
+    assert_eq!(
+        preview["targets"], applied["targets"],
+        "{preview}\n{applied}"
+    );
+    for family in ["ipv4", "ipv6"] {
+        assert_eq!(
+            json_shape::target_of(&applied, &format!("kernel {family}"))["kept"],
+            installed_rules,
+            "{applied}"
+        );
+        let added = rules(&applied, family);
+        assert_eq!(added.len(), 1, "{applied}");
+        assert!(
+            added[0].starts_with("-t nat -A KUMA_MESH_INBOUND ")
+                && added[0].contains("--dport 2222"),
+            "{applied}"
+        );
+    }
 }
 
 /// `text` as an executable file `name` in the sandbox directory; its path.
@@ -619,10 +720,31 @@ fn dry_run_changes_nothing() {
         return;
     };
     let before = sandbox.save("iptables-save");
-    let out = sandbox.tproxy_ok(&["install", "--kuma-dp-user", "kuma-dp", "--dry-run"]);
+    let dry_run = ["install", "--kuma-dp-user", "kuma-dp", "--dry-run"];
+    let out = sandbox.tproxy_ok(&dry_run);
     assert!(out.starts_with("### IPv4 ###\n\n* nat\n"), "{out}");
     assert!(out.contains("### IPv6 ###"), "{out}");
+    // The report reads the tables: every rule would be added.
+    let report = json_shape::report(&sandbox, &dry_run, 0);
+    assert_eq!(report["changed"], true, "{report}");
+    assert_eq!(report["summary"], serde_json::Value::Null, "{report}");
+    for family in ["ipv4", "ipv6"] {
+        let added = json_shape::entries(&report, &format!("kernel {family}"), "added");
+        assert_eq!(added.len(), out.matches("\n-A ").count() / 2, "{report}");
+    }
     assert_eq!(sandbox.save("iptables-save"), before);
+    // Without root the tables cannot be read: what would change is not known.
+    let binary = sandbox.copy_for_any_user(std::path::Path::new(common::BIN));
+    let as_user = sandbox
+        .command_as(
+            common::APP_UID,
+            &[&[binary.as_str()], &dry_run[..], &["--output", "json"]].concat(),
+        )
+        .output()
+        .unwrap();
+    let report = json_shape::report_of("install", &as_user, 0);
+    assert_eq!(report["changed"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["targets"], serde_json::json!([]), "{report}");
 }
 
 /// A host where firewalld is installed but stopped: a call to its name would make the bus

@@ -5,6 +5,7 @@
 mod common;
 
 use common::firewalld::{with_firewalld, BACKENDS};
+use common::json_shape;
 
 const FLAGS: &[&str] = &[
     "--kuma-dp-user",
@@ -81,7 +82,8 @@ fn firewalld_views_are_in_sync_until_someone_flushes_or_edits() {
         ]);
         let output = world.tproxy(&[&["status"], FLAGS, &["--output", "json"]].concat());
         assert_eq!(output.status.code(), Some(3));
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let json =
+            json_shape::assert_documented("status", &String::from_utf8_lossy(&output.stdout));
         assert_eq!(json["in_sync"], false);
         let views = json["views"].as_array().unwrap();
         let permanent = views
@@ -216,7 +218,7 @@ fn raw_iptables_order_is_part_of_the_rules() {
     );
     assert!(out.contains(REORDERED), "{out}");
     let output = sandbox.tproxy(&[&["status"], FLAGS, &["--output", "json"]].concat());
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let json = json_shape::assert_documented("status", &String::from_utf8_lossy(&output.stdout));
     assert_eq!(
         json["views"][0]["out_of_order"],
         serde_json::json!([{

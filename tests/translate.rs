@@ -78,6 +78,7 @@ fn translate_json(args: &[&str], stdin: &str) -> Vec<Entry> {
     let mut full = vec!["--output", "json"];
     full.extend_from_slice(args);
     let text = translate_ok(&full, stdin);
+    common::json_shape::assert_documented("translate", &text);
     let entries = serde_json::from_str::<Entries>(&text)
         .unwrap_or_else(|e| panic!("{e}: {text}"))
         .entries;

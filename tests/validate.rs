@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, Version, BACKENDS};
-use common::Sandbox;
+use common::{json_shape, Sandbox};
 
 const FLAGS: &[&str] = &[
     "--kuma-dp-user",
@@ -275,7 +275,8 @@ fn raw_iptables() {
     );
     assert_all_pass(&ipv4, &IPV4_WITH_DNS, "--ip-family-mode ipv4");
     let json = sandbox.tproxy(&[&["validate", "--output", "json"], FLAGS].concat());
-    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let document =
+        json_shape::assert_documented("validate", &String::from_utf8_lossy(&json.stdout));
     assert_eq!(document["passed"], true);
     assert_eq!(document["checks"][1]["check"], "outbound");
     assert_eq!(document["checks"][1]["family"], "ipv4");

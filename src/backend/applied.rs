@@ -30,14 +30,7 @@ impl Record {
     /// The record a converge of `xtables` to `script` (our rules from nothing) would leave
     /// with the tables as `saved`. None when the network namespace cannot be named.
     pub fn new(xtables: &Xtables, script: &str, tables: &[ObservedTable]) -> Option<Self> {
-        let namespace = std::fs::read_link("/proc/self/ns/net").ok()?;
-        let text = format!(
-            "tproxy-firewalld applied rules, version 2\nnetwork namespace {}\n{} {}\n{script}--\n{}",
-            namespace.display(),
-            xtables.save.display(),
-            xtables.mode.label(),
-            footprint(tables)
-        );
+        let text = format!("{}{script}{}", header(xtables)?, trailer(tables));
         Some(Self {
             path: path_for(xtables.family),
             text,
@@ -59,6 +52,33 @@ impl Record {
             0o600,
         )
     }
+}
+
+/// The script of the change recorded for `xtables`, when the tables, as `tables`, still hold
+/// exactly what it left (whatever it was asked for).
+pub fn recorded_script(xtables: &Xtables, tables: &[ObservedTable]) -> Option<String> {
+    let stored = std::fs::read_to_string(path_for(xtables.family)).ok()?;
+    let script = stored
+        .strip_prefix(&header(xtables)?)?
+        .strip_suffix(&trailer(tables))?;
+    Some(script.to_string())
+}
+
+/// What a record starts with: this network namespace and this iptables. None when the
+/// namespace cannot be named.
+fn header(xtables: &Xtables) -> Option<String> {
+    let namespace = std::fs::read_link("/proc/self/ns/net").ok()?;
+    Some(format!(
+        "tproxy-firewalld applied rules, version 2\nnetwork namespace {}\n{} {}\n",
+        namespace.display(),
+        xtables.save.display(),
+        xtables.mode.label(),
+    ))
+}
+
+/// What a record ends with: the tables' footprint.
+fn trailer(tables: &[ObservedTable]) -> String {
+    format!("--\n{}", footprint(tables))
 }
 
 /// True when a record for `family` exists, whatever it says: a run of ours changed this

@@ -24,12 +24,13 @@ use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
 use crate::config::START_TIMEOUT_ENV;
 use crate::direct::{self, diff, Change, Diff, DirectChain, DirectConfig, DirectRule, Passthrough};
 use crate::format::direct_xml;
+use crate::format::report::{self, BackendInfo, TargetChanges};
 use crate::ruleset::Ruleset;
 use crate::system::bus::{
     self, Disruption, Disruptions, Failure, FirewallD, PermanentDirect, RuntimeChange,
     RuntimeChanges, RuntimeDirect, Settings, WireChain, WirePassthrough, WireRule, WireSettings,
 };
-use crate::system::notice;
+use crate::system::{notice, Code};
 
 /// A connection to a running firewalld and what it told us about itself.
 pub struct Firewalld {
@@ -198,10 +199,13 @@ fn presence_once_back(connection: &Connection, patience: Duration) -> Result<Pre
             return presence;
         }
         if !told {
-            notice(format!(
+            notice(
+                Code::FirewalldRestarting,
+                format!(
                 "firewalld left the bus during the run (restarting?); waiting up to {} s for it",
                 patience.as_secs()
-            ));
+            ),
+            );
             told = true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -226,7 +230,7 @@ fn main_properties_once_started(
     let answer = match main.answer_within(PATIENCE) {
         Some(answer) => answer,
         None => {
-            notice(format!(
+            notice(Code::FirewalldStarting, format!(
                 "firewalld is starting (it owns its bus name but answers no call yet); waiting up to {} s for it",
                 timeout.as_secs()
             ));
@@ -680,6 +684,26 @@ impl FirewalldPlan {
     fn writes(&self) -> bool {
         !self.runtime.is_empty() || self.permanent.as_ref().is_some_and(|(p, _)| !p.is_empty())
     }
+
+    /// What applying the plan would change.
+    pub fn expected(&self) -> Outcome {
+        Outcome {
+            changed: self.writes(),
+            targets: self.changes(),
+        }
+    }
+
+    /// The runtime's changes, and the permanent configuration's when storing.
+    fn changes(&self) -> Vec<TargetChanges> {
+        let mut changes = vec![TargetChanges::of_diff(
+            report::Target::Runtime,
+            &self.runtime,
+        )];
+        if let Some((permanent, _)) = &self.permanent {
+            changes.push(TargetChanges::of_diff(report::Target::Permanent, permanent));
+        }
+        changes
+    }
 }
 
 /// The dry run: each target's changes, and the direct.xml firewalld will write.
@@ -746,13 +770,6 @@ impl Disturbance {
             Disturbance::Changed => "another client changed our entries",
         }
     }
-}
-
-fn notice_disturbance(what: Disturbance) {
-    notice(format!(
-        "{} during the run; reading its configuration again",
-        what.describe()
-    ));
 }
 
 pub struct FirewalldBackend {
@@ -923,11 +940,14 @@ impl FirewalldBackend {
                 );
             }
             if !told {
-                notice(format!(
+                notice(
+                    Code::DirectXmlUnread,
+                    format!(
                     "{} was changed and firewalld has not read it yet; waiting up to {} s for it",
                     self.file.path().display(),
                     FILE_WATCHER_PATIENCE.as_secs()
-                ));
+                ),
+                );
                 told = true;
             }
             std::thread::sleep(FILE_WATCHER_POLL);
@@ -1117,7 +1137,7 @@ impl FirewalldBackend {
             match self.plan_for(ruleset) {
                 Err(error) if is_gone(&error) && restarts < MAX_DISRUPTIONS => {
                     restarts += 1;
-                    notice_disturbance(Disturbance::Firewalld(Disruption::Restarted));
+                    reading_again(Disturbance::Firewalld(Disruption::Restarted));
                     self.reconnect()?;
                 }
                 planned => return planned,
@@ -1157,6 +1177,15 @@ impl Backend for FirewalldBackend {
             "firewalld {} ({} backend)",
             self.firewalld.version, self.firewalld.firewall_backend
         )
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "firewalld",
+            name: self.name(),
+            firewalld_version: Some(self.firewalld.version.clone()),
+            firewall_backend: Some(self.firewalld.firewall_backend.clone()),
+        }
     }
 
     fn observe(&mut self) -> Result<Observation> {
@@ -1205,23 +1234,30 @@ impl Backend for FirewalldBackend {
                     disturbances.len()
                 );
             }
-            notice_disturbance(what);
+            reading_again(what);
             self.reconnect()?;
             plan = self.plan_through_restarts(&plan.ruleset)?;
         }
         // Uninstall --keep-permanent leaves them on purpose and says so itself.
         if plan.permanent_differs && !plan.desired.is_empty() {
-            notice("firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
-        }
-        let mut summary = vec![format!("runtime: {}", plan.runtime.summary())];
-        if let Some((permanent, _)) = &plan.permanent {
-            summary.push(format!("permanent: {}", permanent.summary()));
+            notice(Code::PermanentHoldsEarlierInstall, "firewalld's permanent configuration holds transparent-proxy rules of an earlier --store-firewalld install; they come back at the next reload (add --store-firewalld to replace them, or uninstall)");
         }
         Ok(Outcome {
             changed: self.wrote,
-            summary,
+            targets: plan.changes(),
         })
     }
+}
+
+/// Tells the operator that `what` made the run read firewalld's configuration again.
+fn reading_again(what: Disturbance) {
+    notice(
+        Code::FirewalldDisrupted,
+        format!(
+            "{} during the run; reading its configuration again",
+            what.describe()
+        ),
+    );
 }
 
 /// `firewalld reloaded, firewalld restarted`: each kind once, in the order first seen.

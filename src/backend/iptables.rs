@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::applied::{self, Record};
 use super::xtables::{Mode, RestoreOptions, Xtables, DOCKER_OUTPUT};
 use super::{foreign_plan, Backend, Observation, Outcome, Plan};
+use crate::family::Family;
+use crate::format::report::{BackendInfo, Target, TargetChanges};
 use crate::format::restore::{self, SavedTable};
 use crate::ownership::{is_ours, is_owned_chain};
 use crate::ruleset::{FamilyRules, Ruleset};
@@ -83,36 +85,119 @@ impl IptablesBackend {
         }
     }
 
-    /// The transactions that would bring each family to `desired`, without applying them.
-    fn transactions(&self, desired: &Ruleset) -> Result<Vec<(Xtables, String)>> {
+    /// The transactions that would bring each family to `desired`, without applying them,
+    /// and what each family's would change.
+    fn transactions(&self, desired: &Ruleset) -> Result<Transactions> {
         // A family whose record still holds needs nothing; nf_tables shows that without a
-        // save. The others are saved side by side.
-        let mut unsettled = Vec::new();
+        // save. The others are saved side by side. Per family: None when it needs nothing,
+        // else what nf_tables showed.
+        let mut reads = Vec::new();
         for xtables in &self.families {
             let wanted = desired.family(xtables.family);
             let read = wanted.and_then(|_| observe_nf_tables(xtables));
-            if read
+            let settled = read
                 .as_ref()
-                .is_some_and(|tables| is_recorded_as(xtables, tables, wanted))
-            {
-                continue;
+                .is_some_and(|tables| is_recorded_as(xtables, tables, wanted));
+            if !settled {
+                xtables.prefetch();
             }
-            unsettled.push((xtables, read.is_some()));
+            reads.push((!settled).then_some(read));
         }
-        unsettled.iter().for_each(|(xtables, _)| xtables.prefetch());
-        let mut plans = Vec::new();
-        for (xtables, seen_in_nf_tables) in unsettled {
-            let saved = restore::parse_save(&xtables.snapshot()?)?;
+        let mut planned = Transactions::default();
+        for (xtables, read) in self.families.iter().zip(reads) {
             let wanted = desired.family(xtables.family);
-            if !seen_in_nf_tables && is_recorded_as(xtables, &observed(&saved), wanted) {
+            let in_place = || kernel_changes(xtables.family, rule_entries(wanted), wanted);
+            let Some(read) = read else {
+                planned.changes.push(in_place());
+                continue;
+            };
+            let saved = restore::parse_save(&xtables.snapshot()?)?;
+            let seen_in_nf_tables = read.is_some();
+            // The tables in the form the raw backend's record keeps them.
+            let tables = match read.or_else(|| observe_nf_tables(xtables)) {
+                Some(tables) => tables,
+                None => observed(&saved),
+            };
+            if !seen_in_nf_tables && is_recorded_as(xtables, &tables, wanted) {
+                planned.changes.push(in_place());
                 continue;
             }
+            // Our rules as this tool wrote them, when the tables hold what its last change
+            // left; else as iptables prints them.
+            let before = match applied::recorded_script(xtables, &tables) {
+                Some(script) => rule_entries_of(&script),
+                None => saved_entries(&saved),
+            };
+            planned
+                .changes
+                .push(kernel_changes(xtables.family, before, wanted));
             if let Some(script) = plan_family(&saved, wanted) {
-                plans.push((xtables.clone(), script));
+                planned.scripts.push((xtables.clone(), script));
             }
         }
-        Ok(plans)
+        Ok(planned)
     }
+}
+
+/// The transactions that bring each family to the desired rules, and what they change.
+#[derive(Default)]
+pub struct Transactions {
+    /// One `iptables-restore` script per family that needs one.
+    scripts: Vec<(Xtables, String)>,
+    /// Every family's changes, in the backend's order of families.
+    changes: Vec<TargetChanges>,
+}
+
+/// A family's kernel target going from our rules `before` to `wanted`.
+fn kernel_changes(
+    family: Family,
+    before: Vec<String>,
+    wanted: Option<&FamilyRules>,
+) -> TargetChanges {
+    TargetChanges::between(Target::Kernel(family), before, rule_entries(wanted))
+}
+
+/// `wanted`'s rules as entries of a kernel target: `-t nat -A OUTPUT …`, as we write them.
+fn rule_entries(wanted: Option<&FamilyRules>) -> Vec<String> {
+    wanted
+        .and_then(|wanted| plan_family(&[], Some(wanted)))
+        .map_or_else(Vec::new, |script| rule_entries_of(&script))
+}
+
+/// The rules a restore script adds, as entries of a kernel target.
+fn rule_entries_of(script: &str) -> Vec<String> {
+    let mut table = "";
+    let mut entries = Vec::new();
+    for line in script.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim();
+        } else if line.starts_with("-A ") || line.starts_with("-I ") {
+            entries.push(format!("-t {table} {line}"));
+        }
+    }
+    entries
+}
+
+/// Our rules in saved tables, as entries of a kernel target (in iptables' own form).
+fn saved_entries(saved: &[SavedTable]) -> Vec<String> {
+    saved
+        .iter()
+        .flat_map(|table| {
+            table
+                .rules
+                .iter()
+                .filter(|rule| is_owned_rule(&rule.chain, rule))
+                .map(move |rule| format!("-t {} {}", table.name, rule.line))
+        })
+        .collect()
+}
+
+/// What a first install changes, in tables assumed to hold nothing of ours.
+fn fresh_changes(families: &[Xtables], desired: &Ruleset) -> Vec<TargetChanges> {
+    families
+        .iter()
+        .map(|x| kernel_changes(x.family, Vec::new(), desired.family(x.family)))
+        .collect()
 }
 
 /// See [`IptablesBackend::first_install_unread`].
@@ -131,12 +216,31 @@ pub enum IptablesPlan {
     Fresh {
         ruleset: Ruleset,
         with_docker_output: Option<Ruleset>,
+        changes: Vec<TargetChanges>,
     },
     /// One `iptables-restore` transaction per family that needs one.
     Transactions {
         ruleset: Ruleset,
-        transactions: Vec<(Xtables, String)>,
+        transactions: Transactions,
     },
+}
+
+impl IptablesPlan {
+    /// What applying the plan would change in each family; None when it only shows the
+    /// rules.
+    pub fn expected(&self) -> Option<Outcome> {
+        match self {
+            IptablesPlan::Rules { .. } => None,
+            IptablesPlan::Fresh { changes, .. } => Some(Outcome {
+                changed: true,
+                targets: changes.clone(),
+            }),
+            IptablesPlan::Transactions { transactions, .. } => Some(Outcome {
+                changed: !transactions.scripts.is_empty(),
+                targets: transactions.changes.clone(),
+            }),
+        }
+    }
 }
 
 impl fmt::Display for IptablesPlan {
@@ -149,7 +253,7 @@ impl fmt::Display for IptablesPlan {
                 f.write_str(&restore::render_dry_run(ruleset, false))
             }
             IptablesPlan::Transactions { transactions, .. } => {
-                for (xtables, script) in transactions {
+                for (xtables, script) in &transactions.scripts {
                     writeln!(
                         f,
                         "### {} ###\n\n{}",
@@ -171,6 +275,15 @@ impl Backend for IptablesBackend {
         }
     }
 
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "iptables",
+            name: self.name(),
+            firewalld_version: None,
+            firewall_backend: None,
+        }
+    }
+
     /// The kernel is read apart for every backend; raw iptables keeps nothing else.
     fn observe(&mut self) -> Result<Observation> {
         Ok(Observation::default())
@@ -184,6 +297,7 @@ impl Backend for IptablesBackend {
         let unrecorded = !self.families.iter().any(|x| applied::is_recorded(x.family));
         if let Some(first) = self.first_install.as_ref().filter(|_| unrecorded) {
             return Ok(Plan::Iptables(IptablesPlan::Fresh {
+                changes: fresh_changes(&self.families, &ruleset),
                 ruleset,
                 with_docker_output: first.with_docker_output.clone(),
             }));
@@ -204,6 +318,7 @@ impl Backend for IptablesBackend {
             Plan::Iptables(IptablesPlan::Fresh {
                 ruleset,
                 with_docker_output,
+                ..
             }) => {
                 if let Some(outcome) = self.install_fresh(&ruleset, with_docker_output.is_some())? {
                     return Ok(outcome);
@@ -256,12 +371,13 @@ impl IptablesBackend {
         Ok(Ruleset { families })
     }
 
-    /// Applies `plans`, the transactions that bring each family to `desired`, and verifies.
+    /// Applies `transactions`, which bring each family to `desired`, and verifies.
     fn apply_transactions(
         &mut self,
         desired: &Ruleset,
-        plans: &[(Xtables, String)],
+        transactions: &Transactions,
     ) -> Result<Outcome> {
+        let plans = &transactions.scripts;
         // Each family's transaction is atomic. If one fails, the families applied with it
         // are put back as they were saved, so all change or none.
         self.undo.clear();
@@ -304,7 +420,6 @@ impl IptablesBackend {
         }
         // Read back: restored families are being read already, any other starts now.
         self.families.iter().for_each(start_reading_back);
-        let mut summary = Vec::new();
         for xtables in &self.families {
             let tables = read_back(xtables)?;
             let wanted = desired.family(xtables.family);
@@ -323,11 +438,10 @@ impl IptablesBackend {
                     None => applied::forget(xtables),
                 }
             }
-            summary.push(summary_line(xtables, wanted));
         }
         Ok(Outcome {
             changed: !plans.is_empty(),
-            summary,
+            targets: transactions.changes.clone(),
         })
     }
 }
@@ -399,14 +513,9 @@ impl IptablesBackend {
                     let _ = record.store();
                 }
             }
-            let summary = self
-                .families
-                .iter()
-                .map(|x| summary_line(x, desired.family(x.family)))
-                .collect();
             return Ok(Some(Outcome {
                 changed: true,
-                summary,
+                targets: fresh_changes(&self.families, desired),
             }));
         }
         for xtables in fitted.into_iter().map(|(x, _)| x).chain(committed) {
@@ -457,11 +566,6 @@ impl IptablesBackend {
         }
         results
     }
-}
-
-fn summary_line(xtables: &Xtables, wanted: Option<&FamilyRules>) -> String {
-    let rules: usize = wanted.map_or(0, |f| f.tables.iter().map(|t| t.rules.len()).sum());
-    format!("{}: {rules} rules", xtables.family.label())
 }
 
 /// Whether a failed restore of `script` may have committed some of its tables: not when

@@ -18,12 +18,16 @@ use anyhow::{bail, Result};
 
 use crate::config::{BackendChoice, Placement};
 use crate::direct::DirectConfig;
+use crate::format::report::{BackendInfo, TargetChanges};
 use crate::ruleset::Ruleset;
 use firewalld::{Firewalld, Presence};
 
 pub trait Backend {
     /// A short name for messages, e.g. `iptables (nf_tables)`.
     fn name(&self) -> String;
+
+    /// Which backend this is, for reports.
+    fn info(&self) -> BackendInfo;
 
     /// Our entries where this backend keeps them, for `status`: firewalld's permanent and
     /// runtime configuration, a stopped firewalld's direct.xml; none for raw iptables (the
@@ -40,7 +44,7 @@ pub trait Backend {
 /// A backend's plan; printed, it is the dry run.
 pub enum Plan {
     Firewalld(firewalld::FirewalldPlan),
-    Offline(offline::OfflinePlan),
+    Offline(Box<offline::OfflinePlan>),
     Iptables(iptables::IptablesPlan),
 }
 
@@ -54,17 +58,37 @@ impl fmt::Display for Plan {
     }
 }
 
+impl Plan {
+    /// The outcome applying the plan would have, as far as the plan knows; None when it only
+    /// shows the rules (a dry run that could not read the current state).
+    pub fn expected(&self) -> Option<Outcome> {
+        match self {
+            Plan::Firewalld(plan) => Some(plan.expected()),
+            Plan::Offline(plan) => plan.expected(),
+            Plan::Iptables(plan) => plan.expected(),
+        }
+    }
+}
+
 /// A plan handed to a backend that did not make it.
 fn foreign_plan(backend: &str) -> anyhow::Error {
     anyhow::anyhow!("{backend} was handed another backend's plan")
 }
 
+/// What a run changed, or (from a plan) would change.
 #[derive(Debug)]
 pub struct Outcome {
     /// False when the host already held exactly the desired rules.
     pub changed: bool,
+    /// What changed, per target.
+    pub targets: Vec<TargetChanges>,
+}
+
+impl Outcome {
     /// One line per target, for the operator.
-    pub summary: Vec<String>,
+    pub fn summary(&self) -> Vec<String> {
+        self.targets.iter().map(TargetChanges::summary).collect()
+    }
 }
 
 /// What [`Backend::observe`] found.

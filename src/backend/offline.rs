@@ -15,9 +15,10 @@ use super::xtables::{RestoreOptions, Xtables};
 use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
 use crate::direct::{self, diff, Diff};
 use crate::format::firewalld_conf;
+use crate::format::report::{BackendInfo, Target, TargetChanges};
 use crate::format::restore;
 use crate::ruleset::Ruleset;
-use crate::system::{self, notice};
+use crate::system::{self, notice, Code};
 
 /// How often direct.xml may be written by another process under one run before it gives up.
 const MAX_INTERFERENCES: usize = 5;
@@ -29,6 +30,8 @@ pub struct OfflineBackend {
     /// Plans are for printing only: direct.xml is read without a lease; the kernel's side
     /// shows the rules with long option names when `verbose`.
     showing: Option<bool>,
+    /// Plans also read the kernel's tables, to say what would change there.
+    plans_kernel: bool,
 }
 
 /// What the backend would do: direct.xml's side, and the rules for the kernel now.
@@ -37,6 +40,26 @@ pub struct OfflinePlan {
     ruleset: Ruleset,
     verbose: bool,
     path: String,
+    /// What would change in the kernel, when the plan read it.
+    kernel: Option<Outcome>,
+}
+
+impl OfflinePlan {
+    /// What applying the plan would change in direct.xml and the kernel; None when the
+    /// kernel was not read.
+    pub fn expected(&self) -> Option<Outcome> {
+        let kernel = self.kernel.as_ref()?;
+        let mut targets = vec![file_changes(&self.path, &self.file.diff)];
+        targets.extend(kernel.targets.iter().cloned());
+        Some(Outcome {
+            changed: self.file.text.is_some() || kernel.changed,
+            targets,
+        })
+    }
+}
+
+fn file_changes(path: &str, diff: &Diff) -> TargetChanges {
+    TargetChanges::of_diff(Target::File(path.to_string()), diff)
 }
 
 /// The dry run: changes to direct.xml, the resulting file, and the rules iptables takes now.
@@ -75,7 +98,14 @@ impl OfflineBackend {
             xtables,
             options,
             showing: None,
+            plans_kernel: false,
         }
+    }
+
+    /// Plans also read the kernel's tables (needs root), to say what would change there.
+    pub fn planning_kernel(mut self) -> Self {
+        self.plans_kernel = true;
+        self
     }
 
     /// Plans are for printing only (a dry run): nothing is held for a change.
@@ -130,10 +160,13 @@ impl OfflineBackend {
                 );
             }
             if interferences == 1 {
-                notice(format!(
-                    "{} was written by another process meanwhile; reading it again",
-                    self.file.path().display()
-                ));
+                notice(
+                    Code::DirectXmlWrittenMeanwhile,
+                    format!(
+                        "{} was written by another process meanwhile; reading it again",
+                        self.file.path().display()
+                    ),
+                );
             }
             // Giving up the lease lets that process finish its write before the file is
             // read again.
@@ -154,6 +187,15 @@ impl Backend for OfflineBackend {
         format!("{} and iptables", self.file.path().display())
     }
 
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "firewalld-stopped",
+            name: self.name(),
+            firewalld_version: None,
+            firewall_backend: None,
+        }
+    }
+
     fn observe(&mut self) -> Result<Observation> {
         let views = match self.file.load()? {
             Some(loaded) => vec![View {
@@ -170,23 +212,30 @@ impl Backend for OfflineBackend {
     }
 
     fn plan(&mut self, desired: &Ruleset) -> Result<Plan> {
-        Ok(Plan::Offline(OfflinePlan {
+        let kernel = match self.plans_kernel {
+            true => IptablesBackend::new(self.xtables.clone(), self.options)
+                .plan(desired)?
+                .expected(),
+            false => None,
+        };
+        Ok(Plan::Offline(Box::new(OfflinePlan {
             file: self.plan_file(desired, self.showing.is_none())?,
             ruleset: desired.clone(),
             verbose: self.showing.unwrap_or(false),
             path: self.file.path().display().to_string(),
-        }))
+            kernel,
+        })))
     }
 
     fn apply(&mut self, plan: Plan) -> Result<Outcome> {
-        let Plan::Offline(OfflinePlan {
+        let Plan::Offline(plan) = plan else {
+            return Err(foreign_plan(&self.name()));
+        };
+        let OfflinePlan {
             file: file_plan,
             ruleset,
             ..
-        }) = plan
-        else {
-            return Err(foreign_plan(&self.name()));
-        };
+        } = *plan;
         if self.showing.is_some() {
             bail!("a dry run's plan cannot be applied");
         }
@@ -223,15 +272,12 @@ impl Backend for OfflineBackend {
                 return Err(error.context(state));
             }
         };
-        let mut summary = vec![format!(
-            "{}: {}",
-            self.file.path().display(),
-            file_plan.diff.summary()
-        )];
-        summary.extend(kernel.summary);
+        let path = self.file.path().display().to_string();
+        let mut targets = vec![file_changes(&path, &file_plan.diff)];
+        targets.extend(kernel.targets);
         Ok(Outcome {
             changed: file_plan.text.is_some() || kernel.changed,
-            summary,
+            targets,
         })
     }
 }

@@ -13,8 +13,8 @@ use crate::family::Family;
 use crate::format::nfnetlink::{self, Part, Request};
 use crate::ruleset::Features;
 use crate::system::netlink::NetfilterSocket;
-use crate::system::notice;
 use crate::system::process;
+use crate::system::{notice, Code};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -419,11 +419,14 @@ impl Xtables {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if attempt < attempts {
-                        notice(format!(
+                        notice(
+                            Code::RestoreRetry,
+                            format!(
                             "{}: attempt {attempt}/{attempts} failed, retrying in {:?}: {error:#}",
                             self.family.label(),
                             options.sleep_between_retries
-                        ));
+                        ),
+                        );
                         thread::sleep(options.sleep_between_retries);
                     }
                     last = Some(error);

@@ -1,10 +1,9 @@
 //! `translate`: iptables-restore text → firewalld direct entries (see
 //! [`crate::engine::translate`]), printed as direct.xml or JSON, or merged into a direct.xml.
 
-use std::io::{self, Write as _};
+use anyhow::Result;
 
-use anyhow::{Context as _, Result};
-
+use super::emit;
 use crate::cli::{OutputFormat, TranslateArgs, TranslateIpv};
 use crate::engine::translate::{merged_into, read_input, translate};
 use crate::family::Family;
@@ -32,17 +31,5 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("the merged direct.xml does not parse: {e}"))?;
             emit(&direct_json::document(&document.config())?)
         }
-    }
-}
-
-/// Writes the result to stdout; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> Result<()> {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing stdout"),
-        _ => Ok(()),
     }
 }

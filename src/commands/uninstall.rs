@@ -4,14 +4,16 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::placement;
+use super::{placement, record};
 use crate::backend::direct_file::DirectFile;
 use crate::cli::{executables_overlay, UninstallArgs};
 use crate::direct::DirectConfig;
 use crate::engine::{self, Kind, Removal};
-use crate::system::notice;
+use crate::format::report::Report;
+use crate::system::{notice, say, Code};
 
-pub fn run(args: &UninstallArgs) -> Result<()> {
+/// Uninstalls, filling in `report`; with `prints_plan`, a dry run prints its plan on stdout.
+pub fn run(args: &UninstallArgs, prints_plan: bool, report: &mut Report) -> Result<()> {
     let mut flags = json!({"dryRun": args.dry_run, "verbose": args.verbose});
     executables_overlay(&args.iptables_executables, &mut flags);
     // Holds the lock until the run ends.
@@ -19,12 +21,17 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
         flags,
         placement: placement(&args.firewalld, None),
         permanent_too: !args.keep_permanent,
+        reports_changes: !prints_plan,
     })?;
     let (config, ruleset, kind) = (&prepared.config, &prepared.ruleset, prepared.kind);
     let backend = &mut prepared.backend;
+    report.backend = Some(backend.info());
     let plan = backend.plan(ruleset)?;
     if config.dry_run {
-        print!("{plan}");
+        if prints_plan {
+            print!("{plan}");
+        }
+        record(report, plan.expected());
         return Ok(());
     }
     let outcome = backend.apply(plan)?;
@@ -49,17 +56,20 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
             report_kept(&kept, when);
         }
     }
-    if outcome.changed {
-        notice(format!(
+    let result = if outcome.changed {
+        format!(
             "removed every transparent-proxy rule and chain ({})",
             backend.name()
-        ));
+        )
     } else {
-        notice("no transparent-proxy rules found; nothing to remove");
-    }
+        "no transparent-proxy rules found; nothing to remove".to_string()
+    };
+    say(&result);
     if config.verbose {
-        outcome.summary.iter().for_each(notice);
+        outcome.summary().iter().for_each(say);
     }
+    record(report, Some(outcome));
+    report.summary = Some(result);
     Ok(())
 }
 
@@ -67,7 +77,7 @@ pub fn run(args: &UninstallArgs) -> Result<()> {
 /// which firewalld applies `when`.
 fn report_kept(kept: &DirectConfig, when: &str) {
     if !kept.is_empty() {
-        notice(format!(
+        notice(Code::PermanentKept, format!(
             "kept {} entries of ours in firewalld's permanent configuration (--keep-permanent): firewalld applies them {when}; uninstall without --keep-permanent removes them",
             kept.chains.len() + kept.rules.len() + kept.passthroughs.len()
         ));

@@ -562,12 +562,12 @@ mod tests {
                     &format!("--{flag}={example}"),
                 ]);
                 let Ok(Cli {
-                    command: Command::Install(args),
+                    command: Command::Install(install),
                 }) = parsed
                 else {
                     panic!("--{flag}={example}: {parsed:?}")
                 };
-                let from_flag = loaded(Vec::new(), args.overlay(), &context);
+                let from_flag = loaded(Vec::new(), install.rules.overlay(), &context);
                 assert_eq!(from_flag, from_key, "--{flag} and {}", setting.key);
             }
             if let Some(env) = setting.env {

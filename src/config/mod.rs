@@ -21,6 +21,7 @@ pub use self::placement::{
 };
 use self::settings::Settings;
 pub use self::values::{Address, IpFamilyMode, Protocol, UidExclusion, VirtualNetwork};
+use crate::system::{Code, Notice};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,7 +112,7 @@ pub struct Sources<'a> {
 /// The result of loading: the config and notices worth one line each on stderr.
 pub struct Loaded {
     pub config: Config,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Notice>,
 }
 
 pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
@@ -125,11 +126,10 @@ pub fn load(sources: Sources<'_>) -> Result<Loaded, ConfigError> {
     let timeouts =
         Timeouts::from_environment(&sources.environment).map_err(ConfigError::Invalid)?;
     let (environment, unknown) = sources::environment_layer(sources.environment)?;
-    warnings.extend(
-        unknown
-            .into_iter()
-            .map(|name| format!("ignoring unknown environment variable {name}")),
-    );
+    warnings.extend(unknown.into_iter().map(|name| Notice {
+        code: Code::UnknownEnvironmentVariable,
+        text: format!("ignoring unknown environment variable {name}"),
+    }));
     sources::merge(&mut merged, environment);
     sources::merge(&mut merged, sources.flags);
     let settings = sources::deserialize(&merged).map_err(ConfigError::Invalid)?;

@@ -48,29 +48,35 @@ impl Change {
     }
 }
 
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.is_addition() { '+' } else { '-' };
+impl Change {
+    /// The entry added or removed: `rule ipv4 nat OUTPUT 0 -j KUMA_MESH_OUTBOUND`.
+    pub fn entry(&self) -> String {
         match self {
             Change::AddChain(c) | Change::RemoveChain(c) => {
-                write!(f, "{sign} chain {} {} {}", c.ipv, c.table, c.chain)
+                format!("chain {} {} {}", c.ipv, c.table, c.chain)
             }
-            Change::AddRule(r) | Change::RemoveRule(r) => write!(
-                f,
-                "{sign} rule {} {} {} {} {}",
+            Change::AddRule(r) | Change::RemoveRule(r) => format!(
+                "rule {} {} {} {} {}",
                 r.ipv,
                 r.table,
                 r.chain,
                 r.priority,
                 crate::quoting::join_args(&r.args)
             ),
-            Change::AddPassthrough(p) | Change::RemovePassthrough(p) => write!(
-                f,
-                "{sign} passthrough {} {}",
+            Change::AddPassthrough(p) | Change::RemovePassthrough(p) => format!(
+                "passthrough {} {}",
                 p.ipv,
                 crate::quoting::join_args(&p.args)
             ),
         }
+    }
+}
+
+/// `+ entry` or `- entry`.
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.is_addition() { '+' } else { '-' };
+        write!(f, "{sign} {}", self.entry())
     }
 }
 
@@ -93,16 +99,11 @@ impl Diff {
     pub fn removed(&self) -> usize {
         self.changes.len() - self.added()
     }
+}
 
-    /// `3 added, 1 removed, 40 unchanged`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} added, {} removed, {} unchanged",
-            self.added(),
-            self.removed(),
-            self.unchanged
-        )
-    }
+/// `3 added, 1 removed, 40 unchanged`: a target's changes, counted.
+pub fn counts(added: usize, removed: usize, unchanged: usize) -> String {
+    format!("{added} added, {removed} removed, {unchanged} unchanged")
 }
 
 /// Each change on its own line, then [`Diff::summary`].
@@ -111,7 +112,11 @@ impl fmt::Display for Diff {
         for change in &self.changes {
             writeln!(f, "{change}")?;
         }
-        writeln!(f, "{}", self.summary())
+        writeln!(
+            f,
+            "{}",
+            counts(self.added(), self.removed(), self.unchanged)
+        )
     }
 }
 

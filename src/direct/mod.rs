@@ -12,7 +12,7 @@ pub use check::{
     check, is_builtin, is_target, kernel_order, restore_check, ChainOrder, Problem, RestoreCheck,
     Subject,
 };
-pub use diff::{diff, Change, Diff};
+pub use diff::{counts, diff, Change, Diff};
 pub use translate::{fresh_priorities, replay, translate};
 
 use crate::ownership::{is_ours, is_owned_chain, jump_targets, COMMENT_PREFIX};

@@ -29,7 +29,7 @@ use crate::family::Family;
 use crate::ruleset::{self, FamilyFacts, Features, Ruleset};
 use crate::system::host;
 use crate::system::lock::{self, Lock};
-use crate::system::notice;
+use crate::system::{notice, Code};
 
 /// What a run is asked for, as the command line gave it.
 pub struct Request<'a> {
@@ -40,6 +40,9 @@ pub struct Request<'a> {
     pub placement: Placement,
     pub stdin: &'a mut dyn Read,
     pub purpose: Purpose,
+    /// The caller reports what changes: a dry run then reads the current state where it can
+    /// (as root), rather than only showing the rules.
+    pub reports_changes: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +91,9 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
         placement: request.placement,
     })
     .map_err(|e| BadInput(e.to_string()))?;
-    loaded.warnings.iter().for_each(notice);
+    for warning in loaded.warnings {
+        notice(warning.code, warning.text);
+    }
     let config = loaded.config;
     // Status and validate only compare; install, dry run or not, plans against the host.
     let plans = request.purpose == Purpose::Install;
@@ -157,7 +162,7 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
     let mut reading = early_reading;
     if ipv6 == Ipv6::AfterSwitchingRfc3964Off {
         if read_only {
-            notice("IPv6: would set firewalld's RFC3964_IPv4=no (and reload firewalld) before installing");
+            notice(Code::Rfc3964WouldDisable, "IPv6: would set firewalld's RFC3964_IPv4=no (and reload firewalld) before installing");
         } else {
             switch_rfc3964_off(&selected)?;
         }
@@ -180,17 +185,18 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
             .accept_iptables_flush(config.placement.accept_iptables_flush)
             .with_reading(reading),
         ),
-        Selected::Offline(dir) => {
-            let backend = OfflineBackend::new(&dir, xtables, options);
-            Box::new(match config.dry_run {
-                true => backend.showing(config.verbose),
-                false => backend,
-            })
-        }
+        Selected::Offline(dir) => Box::new(offline_backend(
+            &dir,
+            xtables,
+            &config,
+            request.reports_changes,
+        )),
         Selected::Iptables => {
             let mut backend = IptablesBackend::new(xtables, options);
             if config.dry_run {
-                backend = backend.showing_rules(config.verbose);
+                if !(request.reports_changes && host::is_root()) {
+                    backend = backend.showing_rules(config.verbose);
+                }
             } else if fresh {
                 let with_docker = ruleset::build(&config, &with_docker_chain(&facts));
                 backend =
@@ -215,6 +221,8 @@ pub struct Removal {
     pub placement: Placement,
     /// Also from firewalld's permanent configuration (direct.xml).
     pub permanent_too: bool,
+    /// As [`Request::reports_changes`].
+    pub reports_changes: bool,
 }
 
 /// The configuration and backend for removing every rule of ours.
@@ -257,11 +265,12 @@ pub fn prepare_removal(request: Removal) -> Result<Prepared> {
         )),
         Selected::Offline(dir) => {
             let xtables = detect_xtables(&config.executables, None, true)?;
-            let backend = OfflineBackend::new(&dir, xtables, options);
-            Box::new(match config.dry_run {
-                true => backend.showing(config.verbose),
-                false => backend,
-            })
+            Box::new(offline_backend(
+                &dir,
+                xtables,
+                &config,
+                request.reports_changes,
+            ))
         }
         Selected::Iptables => Box::new(IptablesBackend::new(
             detect_xtables(&config.executables, None, true)?,
@@ -292,6 +301,22 @@ pub fn observer(placement: &Placement) -> Result<Box<dyn Backend>> {
         Selected::Offline(dir) => Box::new(OfflineBackend::new(&dir, Vec::new(), options)),
         Selected::Iptables => Box::new(IptablesBackend::new(Vec::new(), options)),
     })
+}
+
+/// The backend for a stopped firewalld's `dir`. A dry run only shows its plan; one that
+/// `reports_changes` reads the kernel too, where it can (as root).
+fn offline_backend(
+    dir: &std::path::Path,
+    xtables: Vec<Xtables>,
+    config: &Config,
+    reports_changes: bool,
+) -> OfflineBackend {
+    let backend = OfflineBackend::new(dir, xtables, restore_options(config));
+    match (config.dry_run, reports_changes && host::is_root()) {
+        (false, _) => backend,
+        (true, false) => backend.showing(config.verbose),
+        (true, true) => backend.showing(config.verbose).planning_kernel(),
+    }
 }
 
 /// Readies the host for the rules before they are applied: IPv6 redirection needs the
@@ -400,7 +425,10 @@ pub fn detect_xtables(
     let mut families = vec![ipv4];
     match ipv6 {
         Ok(ipv6) => families.push(ipv6),
-        Err(error) => notice(format!("IPv6: {error:#}; IPv6 rules are left alone")),
+        Err(error) => notice(
+            Code::NoIp6tables,
+            format!("IPv6: {error:#}; IPv6 rules are left alone"),
+        ),
     }
     Ok(families)
 }
@@ -463,7 +491,7 @@ fn ipv6_under(selected: &Selected, config: &Config) -> Result<Ipv6> {
     } else if config.placement.disable_rfc3964_ipv4 {
         Ok(Ipv6::AfterSwitchingRfc3964Off)
     } else {
-        notice("IPv6: firewalld's RFC3964_IPv4=yes rejects traffic to ::/96, which holds ::1 where IPv6 redirection delivers local traffic; installing IPv4 rules only (--disable-firewalld-rfc3964-ipv4 sets RFC3964_IPv4=no and redirects IPv6 too)");
+        notice(Code::Rfc3964Ipv4Only, "IPv6: firewalld's RFC3964_IPv4=yes rejects traffic to ::/96, which holds ::1 where IPv6 redirection delivers local traffic; installing IPv4 rules only (--disable-firewalld-rfc3964-ipv4 sets RFC3964_IPv4=no and redirects IPv6 too)");
         Ok(Ipv6::Refused)
     }
 }
@@ -474,11 +502,15 @@ fn switch_rfc3964_off(selected: &Selected) -> Result<()> {
     match selected {
         Selected::Firewalld(firewalld) => {
             firewalld.disable_rfc3964_ipv4()?;
-            notice("IPv6: set firewalld's RFC3964_IPv4=no and reloaded firewalld");
+            notice(
+                Code::Rfc3964Disabled,
+                "IPv6: set firewalld's RFC3964_IPv4=no and reloaded firewalld",
+            );
         }
         Selected::Offline(dir) => {
             offline::disable_rfc3964_ipv4(dir)?;
             notice(
+                Code::Rfc3964Disabled,
                 "IPv6: set RFC3964_IPv4=no in firewalld.conf; firewalld reads it when it starts",
             );
         }
@@ -494,7 +526,10 @@ fn families(config: &Config, ipv6_allowed: bool) -> Vec<Family> {
         if host::has_non_loopback_ipv6() {
             families.push(Family::V6);
         } else {
-            notice("IPv6: no non-loopback IPv6 address on this host; installing IPv4 rules only");
+            notice(
+                Code::NoIpv6Address,
+                "IPv6: no non-loopback IPv6 address on this host; installing IPv4 rules only",
+            );
         }
     }
     families
@@ -512,11 +547,14 @@ fn family_facts(
             .filter(|ip| Family::of(*ip) == family)
             .collect();
         if servers.is_empty() {
-            notice(format!(
-                "{}: no {0} DNS servers in {}; DNS redirection is off for {0}",
-                family.label(),
-                config.dns.resolv_conf.display()
-            ));
+            notice(
+                Code::NoDnsServers,
+                format!(
+                    "{}: no {0} DNS servers in {}; DNS redirection is off for {0}",
+                    family.label(),
+                    config.dns.resolv_conf.display()
+                ),
+            );
         }
         servers
     } else {
@@ -563,7 +601,7 @@ fn gather_facts(
 /// to its chain still takes it, as long as that chain is there.
 fn without_docker_chain(facts: &mut [FamilyFacts]) {
     for fact in facts.iter_mut().filter(|f| f.features.docker_output_chain) {
-        notice(format!(
+        notice(Code::DockerChain, format!(
             "{}: Docker's DOCKER_OUTPUT chain is not firewalld's and is gone after firewalld reloads or starts, so kuma-dp's DNS is not sent there (a direct rule jumping to it would make firewalld fail)",
             fact.family.label()
         ));

@@ -147,6 +147,7 @@ pub fn compare(request: Desired<'_>, needs_rules: bool) -> Result<Comparison> {
                 placement: request.placement,
                 stdin: &mut std::io::stdin().lock(),
                 purpose: Purpose::Compare,
+                reports_changes: false,
             })?;
             let translated = direct::translate(&prepared.ruleset, &DirectConfig::default());
             let source = if given {

@@ -20,7 +20,7 @@ use crate::error::BadInput;
 use crate::family::Family;
 use crate::format::direct_xml::{self, Document};
 use crate::format::restore::{self, RestoreParseError, RestoreRule, RestoreTable};
-use crate::system::{fs, notice};
+use crate::system::{fs, notice, Code};
 
 /// The direct entries `text` (named `name` in messages) describes; text without section
 /// headers is `family`'s.
@@ -49,10 +49,10 @@ pub fn merged_into(path: &Path, entries: &DirectConfig) -> Result<String> {
     Ok(match load_direct_xml(path)? {
         Some(document) => merge(&document, entries),
         None => {
-            notice(format!(
-                "{} does not exist; showing a new file",
-                path.display()
-            ));
+            notice(
+                Code::DirectXmlMissing,
+                format!("{} does not exist; showing a new file", path.display()),
+            );
             direct_xml::render(entries)
         }
     })

@@ -5,4 +5,5 @@ pub mod direct_json;
 pub mod direct_xml;
 pub mod firewalld_conf;
 pub mod nfnetlink;
+pub mod report;
 pub mod restore;

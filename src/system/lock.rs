@@ -35,7 +35,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{host, notice};
+use super::{host, notice, Code};
 
 /// The lock a run holds while it changes the firewall.
 pub const LOCK_FILE: &str = "/run/tproxy-firewalld.lock";
@@ -79,18 +79,24 @@ pub fn for_changes(
     for dir in [firewalld_config_dir, run_dir] {
         match lock.remove_stale_temp_files(dir) {
             Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => notice(format!(
-                "removed temporary files an interrupted run left behind: {}",
-                removed
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Err(error) => notice(format!(
-                "could not look for temporary files an interrupted run left in {}: {error:#}",
-                dir.display()
-            )),
+            Ok(removed) => notice(
+                Code::StaleTemporaryFiles,
+                format!(
+                    "removed temporary files an interrupted run left behind: {}",
+                    removed
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Err(error) => notice(
+                Code::StaleTemporaryFiles,
+                format!(
+                    "could not look for temporary files an interrupted run left in {}: {error:#}",
+                    dir.display()
+                ),
+            ),
         }
     }
     Ok(Some(lock))
@@ -150,10 +156,13 @@ impl Lock {
                 );
             }
             if !told {
-                notice(format!(
-                    "waiting for {who} to finish … (lock {shown}, giving up after {} s)",
-                    timeout.as_secs()
-                ));
+                notice(
+                    Code::LockWait,
+                    format!(
+                        "waiting for {who} to finish … (lock {shown}, giving up after {} s)",
+                        timeout.as_secs()
+                    ),
+                );
                 told = true;
             }
             std::thread::sleep(POLL.min(deadline - now));

@@ -6,13 +6,8 @@ pub mod fs;
 pub mod host;
 pub mod lock;
 pub mod netlink;
+mod notice;
 pub mod probe;
 pub mod process;
 
-use std::fmt;
-
-/// A notice for the operator: one line on stderr, so that stdout carries only data (rules,
-/// plans, reports).
-pub fn notice(message: impl fmt::Display) {
-    eprintln!("tproxy-firewalld: {message}");
-}
+pub use notice::{notice, notices, say, Code, Notice};

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use tempfile::TempDir;
 
 pub mod firewalld;
+pub mod json_shape;
 pub mod run;
 pub mod unit;
 pub mod world;
