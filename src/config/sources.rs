@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use serde_json::{Map, Value};
+use serde_norway::Value as Yaml;
 
 use super::definitions::{self, Kind};
 use super::settings::Settings;
@@ -45,12 +46,12 @@ pub fn read_config_file(
         _ => fail(format!("cannot read: {e}")),
     })?;
     let text = String::from_utf8(bytes).map_err(|_| fail("not valid UTF-8".to_string()))?;
-    let value: Value = if text.trim().is_empty() {
-        Value::Object(Map::new())
+    let document: Yaml = if text.trim().is_empty() {
+        Yaml::Null
     } else {
         serde_norway::from_str(&text).map_err(|e| fail(e.to_string()))?
     };
-    let value = match without_nulls(value) {
+    let value = match to_json(document, "").map_err(fail)? {
         Value::Null => Value::Object(Map::new()),
         value @ Value::Object(_) => value,
         _ => return Err(fail("the document must be a mapping of keys".to_string())),
@@ -59,17 +60,41 @@ pub fn read_config_file(
     Ok(value)
 }
 
-/// `value` without the keys whose value is null: as in kumactl, a key given no value keeps
-/// the value of the layers below it.
-fn without_nulls(value: Value) -> Value {
+/// The document at `key` as a JSON tree, without the keys whose value is null: as in
+/// kumactl, a key given no value keeps the value of the layers below it. A number JSON
+/// cannot hold (`.inf`, `.nan`) is refused by its key rather than read as null.
+fn to_json(value: Yaml, key: &str) -> Result<Value, String> {
+    let inner = |name: &str| match key {
+        "" => name.to_string(),
+        _ => format!("{key}.{name}"),
+    };
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect(),
-        ),
-        other => other,
+        Yaml::Mapping(map) => {
+            let mut object = Map::new();
+            for (name, value) in map {
+                if value.is_null() {
+                    continue;
+                }
+                let name = match name {
+                    Yaml::String(name) => name,
+                    other => serde_json::to_value(&other)
+                        .map_err(|e| format!("{}: {e}", inner("?")))?
+                        .to_string(),
+                };
+                let value = to_json(value, &inner(&name))?;
+                object.insert(name, value);
+            }
+            Ok(Value::Object(object))
+        }
+        Yaml::Sequence(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| to_json(item, &format!("{key}[{i}]")))
+            .collect(),
+        Yaml::Number(number) if number.as_f64().is_some_and(|n| !n.is_finite()) => {
+            Err(format!("{key}: {number} is not a finite number"))
+        }
+        other => serde_json::to_value(&other).map_err(|e| format!("{key}: {e}")),
     }
 }
 
@@ -197,6 +222,22 @@ mod tests {
             value,
             json!({"redirect": {"inbound": {}, "dns": {"enabled": true}}})
         );
+    }
+
+    #[test]
+    fn numbers_json_cannot_hold_are_refused_by_key() {
+        for (text, key) in [
+            ("redirect: {dns: {port: .inf}}", "redirect.dns.port"),
+            (
+                "redirect: {inbound: {excludePorts: [80, .nan]}}",
+                "redirect.inbound.excludePorts[1]",
+            ),
+        ] {
+            let err = read_config_file("-", &mut text.as_bytes(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{key}: ")), "{text}: {err}");
+        }
     }
 
     #[test]
