@@ -747,6 +747,28 @@ fn dry_run_changes_nothing() {
     assert_eq!(report["targets"], serde_json::json!([]), "{report}");
 }
 
+#[test]
+fn a_local_user_is_found_in_etc_passwd_whatever_the_name_service_says() {
+    let Some(sandbox) =
+        common::sandbox("a_local_user_is_found_in_etc_passwd_whatever_the_name_service_says")
+    else {
+        return;
+    };
+    // A name service that does not read /etc/passwd: the packaged, statically linked binary
+    // must not depend on loading one to find a local user such as kuma-dp.
+    let nsswitch = sandbox.path("nsswitch.conf");
+    std::fs::write(&nsswitch, "passwd: systemd\ngroup: systemd\n").unwrap();
+    sandbox.ok(&[
+        "mount",
+        "--bind",
+        nsswitch.to_str().unwrap(),
+        "/etc/nsswitch.conf",
+    ]);
+    let out = sandbox.tproxy_ok(&["install", "--kuma-dp-user", "app", "--dry-run"]);
+    let owner = format!("--uid-owner {}", common::APP_UID);
+    assert!(out.contains(&owner), "{out}");
+}
+
 /// A host where firewalld is installed but stopped: a call to its name would make the bus
 /// start it (D-Bus activation), and the operator stopped it for a reason. install must find
 /// it absent, apply the rules with iptables, and start nothing.

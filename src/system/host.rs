@@ -12,16 +12,74 @@ use nix::unistd::{Uid, User};
 pub const DEFAULT_UID: u32 = 5678;
 pub const DEFAULT_USER: &str = "kuma-dp";
 
+/// A user of the password database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    /// The primary group.
+    pub gid: u32,
+}
+
+/// Which user to look up.
+enum UserKey<'a> {
+    Name(&'a str),
+    Uid(u32),
+}
+
+/// The user with UID `uid`: see [`account`].
+pub fn account_by_uid(uid: u32) -> Option<Account> {
+    account(UserKey::Uid(uid))
+}
+
+/// The user named `name`: see [`account`].
+pub fn account_by_name(name: &str) -> Option<Account> {
+    account(UserKey::Name(name))
+}
+
+/// Looks in /etc/passwd first, then asks the host's name service (NSS) for users only a
+/// directory such as sssd knows. The packaged binary is linked statically, and glibc can
+/// load NSS modules into such a binary only when they come from the glibc it was built
+/// with; reading the file first keeps local users such as kuma-dp clear of that.
+fn account(key: UserKey) -> Option<Account> {
+    let local = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    find_in_passwd(&local, &key).or_else(|| {
+        let user = match key {
+            UserKey::Name(name) => User::from_name(name),
+            UserKey::Uid(uid) => User::from_uid(Uid::from_raw(uid)),
+        };
+        let user = user.ok().flatten()?;
+        Some(Account {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    })
+}
+
+/// The first line of a passwd(5) text that `key` names; lines that are not
+/// `name:password:uid:gid:...` with numbers for uid and gid are passed over.
+fn find_in_passwd(text: &str, key: &UserKey) -> Option<Account> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let uid = fields.nth(1)?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        let named = match key {
+            UserKey::Name(wanted) => !name.is_empty() && name == *wanted,
+            UserKey::Uid(wanted) => uid == *wanted,
+        };
+        named.then_some(Account { uid, gid })
+    })
+}
+
 /// Resolves `--kuma-dp-user` (a name or a UID) as kumactl does: a UID that exists, else a
 /// user name; with nothing given, UID 5678, else user `kuma-dp`.
 pub fn resolve_kuma_dp_uid(given: Option<&str>) -> Result<u32, String> {
     let lookup = |text: &str| -> Option<u32> {
-        if let Ok(uid) = text.parse::<u32>() {
-            if let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) {
-                return Some(user.uid.as_raw());
-            }
-        }
-        User::from_name(text).ok().flatten().map(|u| u.uid.as_raw())
+        text.parse::<u32>()
+            .ok()
+            .and_then(account_by_uid)
+            .or_else(|| account_by_name(text))
+            .map(|account| account.uid)
     };
     match given {
         Some(text) => lookup(text).ok_or_else(|| {
@@ -175,6 +233,24 @@ mod tests {
         let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).unwrap();
         let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
         assert_ne!(flags & IFF_LOOPBACK, 0, "{name}: flags {flags:#x}");
+    }
+
+    #[test]
+    fn passwd_lines_are_found_by_name_or_uid() {
+        let text = "# local users\n+nis-user::::::\nbroken:x:uid:1\n:x:7:7::/:/bin/sh\n\
+                    kuma-dp:x:5678:5679::/nonexistent:/usr/sbin/nologin\n\
+                    twin:x:5678:1::/:/bin/sh\n";
+        let kuma_dp = Some(Account {
+            uid: 5678,
+            gid: 5679,
+        });
+        assert_eq!(find_in_passwd(text, &UserKey::Name("kuma-dp")), kuma_dp);
+        // The first line with the UID wins, as getpwuid's search of the file does.
+        assert_eq!(find_in_passwd(text, &UserKey::Uid(5678)), kuma_dp);
+        assert_eq!(find_in_passwd(text, &UserKey::Name("")), None);
+        assert_eq!(find_in_passwd(text, &UserKey::Name("broken")), None);
+        assert_eq!(find_in_passwd(text, &UserKey::Name("+nis-user")), None);
+        assert_eq!(find_in_passwd(text, &UserKey::Name("nobody")), None);
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use nix::unistd::{Uid, User};
 
 use self::simulate::{Fate, NatRules, Packet, Protocol};
 use crate::family::Family;
+use crate::system::host;
 use crate::system::probe::{self, Listener, Outcome, Probe, Sender, Sent, Transport};
 
 /// A working host answers in well under a millisecond; this is room for a loaded one.
@@ -235,10 +235,7 @@ fn senders_of(checks: &[Planned]) -> (Vec<Sender>, Vec<(usize, usize)>) {
 
 /// The UID's group in the password database, else the group of the same number.
 fn primary_gid(uid: u32) -> u32 {
-    User::from_uid(Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map_or(uid, |user| user.gid.as_raw())
+    host::account_by_uid(uid).map_or(uid, |account| account.gid)
 }
 
 fn judge(check: &Planned, outcome: &Outcome, landed_on: Option<SocketAddr>) -> CheckResult {
@@ -318,7 +315,7 @@ fn plan(setup: &FamilySetup, kind: CheckKind) -> Result<Planned, NotPlanned> {
         payload: Vec::new(),
         patience,
     };
-    let loopback_name = crate::system::host::loopback_interface();
+    let loopback_name = host::loopback_interface();
     let lo = loopback_name.as_str();
     match kind {
         CheckKind::Inbound => {
@@ -487,7 +484,7 @@ fn plan_dns(setup: &FamilySetup) -> Result<Planned, NotPlanned> {
             IpAddr::V6(_) => unreachable.push(server.to_string()),
         }
     }
-    let loopback_name = crate::system::host::loopback_interface();
+    let loopback_name = host::loopback_interface();
     let mut last = Fate::Untouched;
     for (destination, loopback_only) in candidates {
         for uid in other_uids(setup) {

@@ -208,10 +208,7 @@ fn diagnose(
             ));
         }
         for uid in installed {
-            let known = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .is_some();
+            let known = host::account_by_uid(uid).is_some();
             let line = format!("no user on this host has UID {uid}, which the rules in the kernel treat as kuma-dp's");
             if !known && !lines.contains(&line) {
                 lines.push(line);
