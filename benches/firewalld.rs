@@ -8,6 +8,7 @@ mod common;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::firewalld::{with_firewalld, FirewalldSandbox};
@@ -405,7 +406,7 @@ fn process_rows() -> (Vec<Row>, i64, u64) {
         &sandbox,
         &["install", "--kuma-dp-user", "kuma-dp", "--redirect-dns"],
     );
-    let size = std::fs::metadata(common::BIN).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(measured()).map(|m| m.len()).unwrap_or(0);
     let rows = vec![
         row("7a. startup: `--version`", version, REPS, ""),
         Row {
@@ -418,7 +419,7 @@ fn process_rows() -> (Vec<Row>, i64, u64) {
             what: "7c. binary size".into(),
             median: Duration::ZERO,
             runs: 1,
-            note: format!("{:.1} MiB ({})", size as f64 / 1048576.0, common::BIN),
+            note: format!("{:.1} MiB ({})", size as f64 / 1048576.0, measured()),
         },
     ];
     (rows, rss, size)
@@ -452,10 +453,22 @@ fn middle(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// The binary measured: `$TPROXY_BENCH_BINARY` (scripts/bench.sh sets it to the build the
+/// packages ship), else this benchmark's own build of it.
+fn measured() -> &'static str {
+    static BINARY: OnceLock<String> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("TPROXY_BENCH_BINARY").unwrap_or_else(|_| common::BIN.to_string())
+    })
+}
+
+/// `args` for the measured binary.
+fn tproxy<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [&[measured()], args].concat()
+}
+
 fn time(sandbox: &Sandbox, args: &[&str]) -> Duration {
-    let mut full = vec![common::BIN];
-    full.extend_from_slice(args);
-    time_cmd(sandbox, &full)
+    time_cmd(sandbox, &tproxy(args))
 }
 
 /// How long `args` takes inside the sandbox's namespaces (see [`TIME_INTO`]).
@@ -482,7 +495,7 @@ fn run_timed(record: &str, command: &[String]) -> i32 {
 }
 
 fn run_ok(sandbox: &Sandbox, args: &[&str]) {
-    sandbox.tproxy_ok(args);
+    run_ok_raw(sandbox, &tproxy(args));
 }
 
 fn run_ok_raw(sandbox: &Sandbox, args: &[&str]) {
@@ -504,10 +517,8 @@ fn check(args: &[&str], output: &Output) {
     reason = "reaped by wait4, which also reports its peak memory"
 )]
 fn peak_rss_kib(sandbox: &Sandbox, args: &[&str]) -> i64 {
-    let mut full = vec![common::BIN];
-    full.extend_from_slice(args);
     let child = sandbox
-        .command(&full)
+        .command(&tproxy(args))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -4,8 +4,7 @@
 # `scripts/package.sh rpm` or `scripts/package.sh deb` builds one of them.
 #
 # Needs rpmbuild (on Debian: the rpm package) and dpkg-deb; as root,
-# scripts/install-packages.sh installs them. The binary is linked statically against glibc,
-# so the one build runs on RHEL 8 (glibc 2.28) as on the newest Fedora.
+# scripts/install-packages.sh installs them. scripts/build-release.sh builds the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +19,7 @@ for kind in "${kinds[@]}"; do
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
-host=$(rustc -vV | sed -n 's/^host: //p')
-# --target keeps the static flags off build scripts and proc macros, which run on the host.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$host"
-binary="$PWD/target/$host/release/tproxy-firewalld"
+binary=$(scripts/build-release.sh)
 
 out="$PWD/target/packages"
 rm -rf "$out"
