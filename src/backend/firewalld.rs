@@ -199,12 +199,10 @@ fn presence_once_back(connection: &Connection, patience: Duration) -> Result<Pre
             return presence;
         }
         if !told {
+            let seconds = patience.as_secs();
             notice(
                 Code::FirewalldRestarting,
-                format!(
-                "firewalld left the bus during the run (restarting?); waiting up to {} s for it",
-                patience.as_secs()
-            ),
+                format!("firewalld left the bus during the run (restarting?); waiting up to {seconds} s for it"),
             );
             told = true;
         }
@@ -940,13 +938,10 @@ impl FirewalldBackend {
                 );
             }
             if !told {
+                let (path, seconds) = (self.file.path().display(), FILE_WATCHER_PATIENCE.as_secs());
                 notice(
                     Code::DirectXmlUnread,
-                    format!(
-                    "{} was changed and firewalld has not read it yet; waiting up to {} s for it",
-                    self.file.path().display(),
-                    FILE_WATCHER_PATIENCE.as_secs()
-                ),
+                    format!("{path} was changed and firewalld has not read it yet; waiting up to {seconds} s for it"),
                 );
                 told = true;
             }

@@ -419,13 +419,10 @@ impl Xtables {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if attempt < attempts {
+                        let (family, pause) = (self.family.label(), options.sleep_between_retries);
                         notice(
                             Code::RestoreRetry,
-                            format!(
-                            "{}: attempt {attempt}/{attempts} failed, retrying in {:?}: {error:#}",
-                            self.family.label(),
-                            options.sleep_between_retries
-                        ),
+                            format!("{family}: attempt {attempt}/{attempts} failed, retrying in {pause:?}: {error:#}"),
                         );
                         thread::sleep(options.sleep_between_retries);
                     }

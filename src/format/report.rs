@@ -87,10 +87,6 @@ impl TargetChanges {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
-    }
-
     /// The operator's line: `runtime: 1 added, 0 removed, 23 unchanged`; in the kernel,
     /// `IPv4: 19 rules` (the rules of ours it holds).
     pub fn summary(&self) -> String {
