@@ -7,8 +7,10 @@
 //!   version: the FirewallBackend plays no part there). Every foreign entry the writer left
 //!   is there at the end, in firewalld and in direct.xml, and none it removed came back;
 //! - reloads and restarts at random moments during install (stored and runtime-only) and
-//!   uninstall, [`DISRUPTIONS_PER_CELL`] per cell: every run exits 0 and leaves the runtime,
-//!   the permanent configuration and the kernel as an undisturbed run leaves them.
+//!   uninstall, [`DISRUPTIONS_PER_CELL`] per cell, while another client keeps adding
+//!   permanent entries: every run exits 0 and leaves the runtime, the permanent
+//!   configuration and the kernel as an undisturbed run leaves them, and at the end every
+//!   foreign entry, the fixture's and the writer's, is still in firewalld and direct.xml.
 //!
 //! `TPROXY_SHARED_SEED=N` replays a sequence of disruption moments (each cell's seed is
 //! printed with the cell).
@@ -127,6 +129,50 @@ fn write_concurrently(
     left
 }
 
+/// Adds permanent rules of the writer, ports from `base` up, one after another until
+/// `done`, each call again while firewalld reloads or restarts. Returns the ports added.
+fn write_permanent_until(
+    firewall_cmd: &(impl Fn(&[&str]) -> Output + Sync),
+    base: u16,
+    done: &AtomicBool,
+) -> BTreeSet<u16> {
+    let mut added = BTreeSet::new();
+    for port in base.. {
+        if done.load(Ordering::Acquire) {
+            break;
+        }
+        let rule = writer_rule(port);
+        let mut args = vec!["--permanent", "--direct", "--add-rule"];
+        args.extend(rule.iter().map(String::as_str));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = firewall_cmd(&args);
+            if output.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer's rule for port {port}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        added.insert(port);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    added
+}
+
+/// Sets its flag when dropped, also when a failing assertion unwinds: the thread that
+/// waits for the flag then stops, and the test ends instead of hanging.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Alternates install and uninstall until `done`; every run must succeed.
 fn alternate_until(world: &FirewalldSandbox, done: &AtomicBool) -> usize {
     let mut runs = 0;
@@ -150,6 +196,7 @@ fn a_concurrent_writer_loses_no_entry() {
         let world = &world;
         let (permanent_left, runtime_left, runs) = std::thread::scope(|scope| {
             let ours = scope.spawn(|| alternate_until(world, &done));
+            let stop_ours = SetOnDrop(&done);
             let call = |permanent: bool| {
                 move |action: &str, rule: &[String]| {
                     let mut args = vec!["--direct", action];
@@ -164,7 +211,7 @@ fn a_concurrent_writer_loses_no_entry() {
             let mut runtime = call(false);
             let permanent_left = write_concurrently(12, 7000, &mut permanent);
             let runtime_left = write_concurrently(12, 8000, &mut runtime);
-            done.store(true, Ordering::Release);
+            drop(stop_ours);
             (permanent_left, runtime_left, ours.join().unwrap())
         });
         assert!(
@@ -208,6 +255,7 @@ fn a_concurrent_offline_writer_loses_no_entry() {
         let done = AtomicBool::new(false);
         let (left, runs) = std::thread::scope(|scope| {
             let ours = scope.spawn(|| alternate_until(&world, &done));
+            let stop_ours = SetOnDrop(&done);
             let left = write_concurrently(12, 7000, |action, rule| {
                 let mut args = vec!["--direct", action];
                 args.extend(rule.iter().map(String::as_str));
@@ -218,7 +266,7 @@ fn a_concurrent_offline_writer_loses_no_entry() {
                     String::from_utf8_lossy(&output.stderr)
                 );
             });
-            done.store(true, Ordering::Release);
+            drop(stop_ours);
             (left, ours.join().unwrap())
         });
         assert!(
@@ -395,58 +443,117 @@ fn reloads_and_restarts_during_runs_are_absorbed() {
             "{label}: {none:?}"
         );
 
-        let (mut noticed, mut during) = (0, 0);
-        for i in 0..DISRUPTIONS_PER_CELL {
-            let (command, took) = [
-                (STORE, store_took),
-                (UNINSTALL, uninstall_took),
-                (RUNTIME_ONLY, runtime_only_took),
-                (UNINSTALL, uninstall_took),
-            ][i % 4];
-            let disruption = if rng.below(2) == 0 {
-                Disruption::Reload
-            } else {
-                Disruption::Restart
-            };
-            // Mostly during the run, sometimes right after it.
-            let delay = Duration::from_micros(rng.below(took.as_micros() as u64 * 11 / 10));
-            let mut child = spawn(&world, command);
-            std::thread::sleep(delay);
-            // The run is frozen while firewalld reloads or restarts, so that the disruption
-            // is certainly during the run, or certainly after it.
-            let running = freeze(&mut child);
-            disrupt(&mut world, disruption);
-            thaw(&child);
-            let Output { status, stderr, .. } = child.wait_with_output().unwrap();
-            let stderr = String::from_utf8_lossy(&stderr);
-            let when = format!(
-                "{label}: run {i} {command:?}, {disruption:?} after {delay:?} ({})",
-                if running {
-                    "during the run"
-                } else {
-                    "after it"
+        // Every entry firewalld holds now is foreign: the fixture's.
+        let listings = |world: &FirewalldSandbox, permanent: bool| {
+            let mut lines = Vec::new();
+            for what in [
+                "--get-all-chains",
+                "--get-all-rules",
+                "--get-all-passthroughs",
+            ] {
+                let mut args = vec!["--direct", what];
+                if permanent {
+                    args.insert(0, "--permanent");
                 }
+                lines.extend(world.firewall_cmd_ok(&args).lines().map(str::to_string));
+            }
+            lines
+        };
+        let foreign = listings(&world, true);
+        assert!(
+            foreign.iter().any(|l| l.starts_with("ipv4 filter")),
+            "{label}: {foreign:?}"
+        );
+        let firewall_cmd = world.detached_firewall_cmd();
+        let done = AtomicBool::new(false);
+        let (mut noticed, mut during) = (0, 0);
+        let written = std::thread::scope(|scope| {
+            // Another client keeps adding permanent entries meanwhile.
+            let writer = scope.spawn(|| write_permanent_until(&firewall_cmd, 9000, &done));
+            let stop_writer = SetOnDrop(&done);
+            for i in 0..DISRUPTIONS_PER_CELL {
+                let (command, took) = [
+                    (STORE, store_took),
+                    (UNINSTALL, uninstall_took),
+                    (RUNTIME_ONLY, runtime_only_took),
+                    (UNINSTALL, uninstall_took),
+                ][i % 4];
+                let disruption = if rng.below(2) == 0 {
+                    Disruption::Reload
+                } else {
+                    Disruption::Restart
+                };
+                // Mostly during the run, sometimes right after it.
+                let delay = Duration::from_micros(rng.below(took.as_micros() as u64 * 11 / 10));
+                let mut child = spawn(&world, command);
+                std::thread::sleep(delay);
+                // The run is frozen while firewalld reloads or restarts, so that the disruption
+                // is certainly during the run, or certainly after it.
+                let running = freeze(&mut child);
+                disrupt(&mut world, disruption);
+                thaw(&child);
+                let Output { status, stderr, .. } = child.wait_with_output().unwrap();
+                let stderr = String::from_utf8_lossy(&stderr);
+                let when = format!(
+                    "{label}: run {i} {command:?}, {disruption:?} after {delay:?} ({})",
+                    if running {
+                        "during the run"
+                    } else {
+                        "after it"
+                    }
+                );
+                assert!(status.success(), "{when}: exit {status}: {stderr}");
+                noticed +=
+                    usize::from(stderr.contains("during the run; reading its configuration again"));
+                during += usize::from(running);
+                assert_eq!(
+                    world.firewall_cmd_ok(&["--state"]).trim(),
+                    "running",
+                    "{when}"
+                );
+                // A reload or restart after a runtime-only install takes its rules away, by
+                // design; during the run, the run puts them back.
+                let want = match command {
+                    STORE => &stored,
+                    RUNTIME_ONLY if running => &runtime_only,
+                    _ => &none,
+                };
+                assert_eq!(&ours(&world), want, "{when}: {stderr}");
+            }
+            drop(stop_writer);
+            writer.join().unwrap()
+        });
+        // No foreign entry is lost: the fixture's in the runtime, the permanent
+        // configuration and direct.xml; each one the writer added in the permanent
+        // configuration and direct.xml.
+        let (permanent, runtime) = (listings(&world, true), listings(&world, false));
+        for entry in &foreign {
+            assert!(
+                permanent.contains(entry),
+                "{label}: {entry} left the permanent configuration"
             );
-            assert!(status.success(), "{when}: exit {status}: {stderr}");
-            noticed +=
-                usize::from(stderr.contains("during the run; reading its configuration again"));
-            during += usize::from(running);
-            assert_eq!(
-                world.firewall_cmd_ok(&["--state"]).trim(),
-                "running",
-                "{when}"
-            );
-            // A reload or restart after a runtime-only install takes its rules away, by
-            // design; during the run, the run puts them back.
-            let want = match command {
-                STORE => &stored,
-                RUNTIME_ONLY if running => &runtime_only,
-                _ => &none,
-            };
-            assert_eq!(&ours(&world), want, "{when}: {stderr}");
+            assert!(runtime.contains(entry), "{label}: {entry} left the runtime");
         }
+        let in_file = direct_xml::parse(&world.direct_xml()).unwrap().config();
+        for rule in &direct_xml::parse(FOREIGN).unwrap().config().rules {
+            assert!(
+                in_file.rules.contains(rule),
+                "{label}: {rule:?} left direct.xml"
+            );
+        }
+        assert!(
+            written.len() >= 2,
+            "{label}: the writer added only {written:?}"
+        );
+        assert_eq!(
+            writer_ports(&permanent.join("\n")),
+            written,
+            "{label}: permanent"
+        );
+        assert_eq!(writer_ports_in_file(&world), written, "{label}: direct.xml");
         eprintln!(
-            "{label}: {during} of {DISRUPTIONS_PER_CELL} disruptions during a run, {noticed} noticed by it"
+            "{label}: {during} of {DISRUPTIONS_PER_CELL} disruptions during a run, {noticed} noticed by it; {} entries of the writer kept",
+            written.len()
         );
         assert!(
             during >= DISRUPTIONS_PER_CELL / 3,

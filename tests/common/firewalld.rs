@@ -9,6 +9,7 @@
 //! `dist-packages` first on `PYTHONPATH` and its own `--default-config`; everything else
 //! (python3-nftables, libnftables, python3-dbus, iptables) is the system's.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -410,6 +411,26 @@ impl FirewalldSandbox {
         self.firewalld_command(&full)
             .output()
             .expect("run firewall-cmd")
+    }
+
+    /// This flavor's `firewall-cmd`, runnable from another thread while the sandbox is
+    /// borrowed mutably (to reload or restart firewalld meanwhile).
+    pub fn detached_firewall_cmd(&self) -> impl Fn(&[&str]) -> Output + Send + Sync + 'static {
+        let template = self.firewalld_command(&[self.programs.firewall_cmd.as_str()]);
+        let program = template.get_program().to_owned();
+        let args: Vec<OsString> = template.get_args().map(ToOwned::to_owned).collect();
+        let envs: Vec<(OsString, OsString)> = template
+            .get_envs()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?.to_owned())))
+            .collect();
+        move |extra| {
+            Command::new(&program)
+                .args(&args)
+                .args(extra)
+                .envs(envs.iter().map(|(name, value)| (name, value)))
+                .output()
+                .expect("run firewall-cmd")
+        }
     }
 
     /// A command inside the namespaces with this flavor's Python modules first on
