@@ -5,116 +5,78 @@
 use std::fmt;
 use std::sync::Mutex;
 
-/// What a notice is about; the code is part of the JSON reports' stable shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    /// firewalld's `RFC3964_IPv4=yes`: IPv4 rules only.
-    Rfc3964Ipv4Only,
-    /// A dry run with `--disable-firewalld-rfc3964-ipv4`: the switch it would make.
-    Rfc3964WouldDisable,
-    /// `RFC3964_IPv4=no` was set (and firewalld reloaded, when running).
-    Rfc3964Disabled,
-    /// No non-loopback IPv6 address: IPv4 rules only.
-    NoIpv6Address,
-    /// No usable ip6tables: IPv6 rules are left alone.
-    NoIp6tables,
-    /// resolv.conf names no name server of a family: no DNS redirection for it.
-    NoDnsServers,
-    /// Docker's `DOCKER_OUTPUT` chain is not used under firewalld.
-    DockerChain,
-    /// Raw iptables: nothing persists across reboots.
-    NothingPersists,
-    /// `--store-firewalld` without firewalld installed: nothing is stored.
-    NothingStored,
-    /// Rules go into firewalld's runtime only.
-    RuntimeOnly,
-    /// firewalld's permanent configuration holds rules of an earlier stored install.
-    PermanentHoldsEarlierInstall,
-    /// `uninstall --keep-permanent` left our entries in the permanent configuration.
-    PermanentKept,
-    /// The SSH session's port is redirected to Envoy.
-    SshLockout,
-    /// A dry run could not read the current state (not root): only the rules are shown.
-    PlanUnavailable,
-    /// firewalld owns its bus name but answers no call yet: waiting for it.
-    FirewalldStarting,
-    /// firewalld left the bus during the run: waiting for it to come back.
-    FirewalldRestarting,
-    /// firewalld reloaded or restarted, or another client changed our entries, during the
-    /// run: read, planned and applied again.
-    FirewalldDisrupted,
-    /// direct.xml was edited and firewalld has not read it yet: waiting for it.
-    DirectXmlUnread,
-    /// Another process wrote direct.xml while we planned: read and planned again.
-    DirectXmlWrittenMeanwhile,
-    /// `translate --merge` of a direct.xml that does not exist.
-    DirectXmlMissing,
-    /// An iptables-restore attempt failed and is retried.
-    RestoreRetry,
-    /// Another run holds the lock: waiting for it.
-    LockWait,
-    /// Temporary files of an interrupted run were removed, or could not be looked for.
-    StaleTemporaryFiles,
-    /// An environment variable with our prefix that no setting has.
-    UnknownEnvironmentVariable,
+/// Declares [`Code`], its kebab-case names and [`Code::ALL`] from one list.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $code:ident => $name:literal,)*) => {
+        /// What a notice is about; the code is part of the JSON reports' stable shape.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $code,)*
+        }
+
+        impl Code {
+            /// Every code, in the order declared.
+            pub const ALL: &[Code] = &[$(Code::$code),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$code => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Code {
-    pub const ALL: [Code; 24] = [
-        Code::Rfc3964Ipv4Only,
-        Code::Rfc3964WouldDisable,
-        Code::Rfc3964Disabled,
-        Code::NoIpv6Address,
-        Code::NoIp6tables,
-        Code::NoDnsServers,
-        Code::DockerChain,
-        Code::NothingPersists,
-        Code::NothingStored,
-        Code::RuntimeOnly,
-        Code::PermanentHoldsEarlierInstall,
-        Code::PermanentKept,
-        Code::SshLockout,
-        Code::PlanUnavailable,
-        Code::FirewalldStarting,
-        Code::FirewalldRestarting,
-        Code::FirewalldDisrupted,
-        Code::DirectXmlUnread,
-        Code::DirectXmlWrittenMeanwhile,
-        Code::DirectXmlMissing,
-        Code::RestoreRetry,
-        Code::LockWait,
-        Code::StaleTemporaryFiles,
-        Code::UnknownEnvironmentVariable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Rfc3964Ipv4Only => "rfc3964-ipv4-only",
-            Code::Rfc3964WouldDisable => "rfc3964-would-disable",
-            Code::Rfc3964Disabled => "rfc3964-disabled",
-            Code::NoIpv6Address => "no-ipv6-address",
-            Code::NoIp6tables => "no-ip6tables",
-            Code::NoDnsServers => "no-dns-servers",
-            Code::DockerChain => "docker-chain",
-            Code::NothingPersists => "nothing-persists",
-            Code::NothingStored => "nothing-stored",
-            Code::RuntimeOnly => "runtime-only",
-            Code::PermanentHoldsEarlierInstall => "permanent-holds-earlier-install",
-            Code::PermanentKept => "permanent-kept",
-            Code::SshLockout => "ssh-lockout",
-            Code::PlanUnavailable => "plan-unavailable",
-            Code::FirewalldStarting => "firewalld-starting",
-            Code::FirewalldRestarting => "firewalld-restarting",
-            Code::FirewalldDisrupted => "firewalld-disrupted",
-            Code::DirectXmlUnread => "direct-xml-unread",
-            Code::DirectXmlWrittenMeanwhile => "direct-xml-written-meanwhile",
-            Code::DirectXmlMissing => "direct-xml-missing",
-            Code::RestoreRetry => "restore-retry",
-            Code::LockWait => "lock-wait",
-            Code::StaleTemporaryFiles => "stale-temporary-files",
-            Code::UnknownEnvironmentVariable => "unknown-environment-variable",
-        }
-    }
+codes! {
+    /// firewalld's `RFC3964_IPv4=yes`: IPv4 rules only.
+    Rfc3964Ipv4Only => "rfc3964-ipv4-only",
+    /// A dry run with `--disable-firewalld-rfc3964-ipv4`: the switch it would make.
+    Rfc3964WouldDisable => "rfc3964-would-disable",
+    /// `RFC3964_IPv4=no` was set (and firewalld reloaded, when running).
+    Rfc3964Disabled => "rfc3964-disabled",
+    /// No non-loopback IPv6 address: IPv4 rules only.
+    NoIpv6Address => "no-ipv6-address",
+    /// No usable ip6tables: IPv6 rules are left alone.
+    NoIp6tables => "no-ip6tables",
+    /// resolv.conf names no name server of a family: no DNS redirection for it.
+    NoDnsServers => "no-dns-servers",
+    /// Docker's `DOCKER_OUTPUT` chain is not used under firewalld.
+    DockerChain => "docker-chain",
+    /// Raw iptables: nothing persists across reboots.
+    NothingPersists => "nothing-persists",
+    /// `--store-firewalld` without firewalld installed: nothing is stored.
+    NothingStored => "nothing-stored",
+    /// Rules go into firewalld's runtime only.
+    RuntimeOnly => "runtime-only",
+    /// firewalld's permanent configuration holds rules of an earlier stored install.
+    PermanentHoldsEarlierInstall => "permanent-holds-earlier-install",
+    /// `uninstall --keep-permanent` left our entries in the permanent configuration.
+    PermanentKept => "permanent-kept",
+    /// The SSH session's port is redirected to Envoy.
+    SshLockout => "ssh-lockout",
+    /// A dry run could not read the current state (not root): only the rules are shown.
+    PlanUnavailable => "plan-unavailable",
+    /// firewalld owns its bus name but answers no call yet: waiting for it.
+    FirewalldStarting => "firewalld-starting",
+    /// firewalld left the bus during the run: waiting for it to come back.
+    FirewalldRestarting => "firewalld-restarting",
+    /// firewalld reloaded or restarted, or another client changed our entries, during the
+    /// run: read, planned and applied again.
+    FirewalldDisrupted => "firewalld-disrupted",
+    /// direct.xml was edited and firewalld has not read it yet: waiting for it.
+    DirectXmlUnread => "direct-xml-unread",
+    /// Another process wrote direct.xml while we planned: read and planned again.
+    DirectXmlWrittenMeanwhile => "direct-xml-written-meanwhile",
+    /// `translate --merge` of a direct.xml that does not exist.
+    DirectXmlMissing => "direct-xml-missing",
+    /// An iptables-restore attempt failed and is retried.
+    RestoreRetry => "restore-retry",
+    /// Another run holds the lock: waiting for it.
+    LockWait => "lock-wait",
+    /// Temporary files of an interrupted run were removed, or could not be looked for.
+    StaleTemporaryFiles => "stale-temporary-files",
+    /// An environment variable with our prefix that no setting has.
+    UnknownEnvironmentVariable => "unknown-environment-variable",
 }
 
 /// A notice as the operator saw it.
@@ -155,7 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_distinct_kebab_case_and_all_listed() {
+    fn codes_are_distinct_and_kebab_case() {
         let mut codes: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
         assert!(codes.iter().all(|c| c
             .chars()
