@@ -545,6 +545,29 @@ fn a_failure_midway_undoes_the_steps_before_it() {
     });
 }
 
+/// firewalld writes direct.xml in place, so a run can read it half written while another
+/// client's permanent change is being saved: that is read again, not refused as malformed.
+#[test]
+fn a_direct_xml_caught_half_written_is_read_again() {
+    each_backend("half_written", |world| {
+        install(world, &["--store-firewalld"]);
+        let path = world.direct_xml_path();
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let finishing = {
+            let (path, whole) = (path.clone(), whole.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                std::fs::write(path, whole).unwrap();
+            })
+        };
+        let stderr = install(world, &["--store-firewalld"]);
+        finishing.join().unwrap();
+        assert!(stderr.contains("already installed"), "{stderr}");
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+    });
+}
+
 #[test]
 fn a_malformed_direct_xml_is_never_rewritten() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("xml-fixtures");

@@ -732,6 +732,10 @@ const MAX_DISRUPTIONS: usize = 3;
 const FILE_WATCHER_PATIENCE: Duration = Duration::from_secs(7);
 /// How often the file and firewalld are compared meanwhile.
 const FILE_WATCHER_POLL: Duration = Duration::from_millis(250);
+/// How long direct.xml may read as malformed before a change is refused: firewalld writes
+/// the file in place, so a read can catch another client's change half written.
+const HALF_WRITTEN_PATIENCE: Duration = Duration::from_secs(1);
+const HALF_WRITTEN_POLL: Duration = Duration::from_millis(20);
 
 /// Why an attempt to converge did not finish.
 enum Stop {
@@ -911,16 +915,23 @@ impl FirewalldBackend {
     /// what direct.xml holds. A file changed behind firewalld's back (by hand, by
     /// `firewall-offline-cmd`) is read by firewalld's file watcher 5 s after the change;
     /// any permanent change before that makes firewalld write its older entries over it.
-    /// So this waits for the watcher, and refuses when the two stay apart. A malformed file
-    /// is refused at once: firewalld would rewrite it from the part it could parse.
+    /// So this waits for the watcher, and refuses when the two stay apart. A file that stays
+    /// malformed longer than firewalld takes to write it is refused: firewalld would rewrite
+    /// it from the part it could parse.
     fn read_once_file_is_loaded(&self, reading: PendingConfigs) -> Result<Configs> {
         if !self.store {
             return reading.wait();
         }
         let load = || {
-            self.file.load().context(
-                "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
-            )
+            let deadline = Instant::now() + HALF_WRITTEN_PATIENCE;
+            loop {
+                match self.file.load() {
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(HALF_WRITTEN_POLL),
+                    loaded => return loaded.context(
+                        "firewalld's direct.xml is malformed; fix it first (firewalld would replace it with the part it could parse)",
+                    ),
+                }
+            }
         };
         let on_disk =
             |loaded: Option<Loaded>| loaded.map(|l| l.document.config()).unwrap_or_default();
