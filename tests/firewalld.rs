@@ -438,63 +438,67 @@ fn with_firewalld_stopped_direct_xml_is_written_and_rules_apply_now() {
     });
 }
 
-/// An `iptables-restore` that rejects every `--test` (as it would a rule only the permanent
-/// configuration would fail on: firewalld itself accepts the rules at runtime) and
-/// otherwise is the real `iptables-<mode>-restore`.
-fn strict_restore(world: &FirewalldSandbox, mode: &str) -> String {
-    let strict = world.path(&format!("strict-{mode}-restore"));
-    std::fs::write(
-        &strict,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --test ] && {{ echo 'iptables-restore: line 2 failed' >&2; exit 2; }}; done\n\
-             exec iptables-{mode}-restore \"$@\"\n"
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o755)).unwrap();
-    format!(
-        "iptables:/usr/sbin/iptables-{mode},iptables-save:/usr/sbin/iptables-{mode}-save,iptables-restore:{}",
-        strict.display()
-    )
+/// Makes the `iptables-restore` and `ip6tables-restore` firewalld runs reject any input
+/// that contains `word`, as iptables rejects a rule the kernel cannot take: the sandbox's
+/// /etc/alternatives is replaced with a copy whose two links point to a wrapper.
+fn reject_in_firewalds_iptables(world: &FirewalldSandbox, word: &str) {
+    let alternatives = world.path("alternatives");
+    world.ok(&[
+        "cp",
+        "-a",
+        "/etc/alternatives",
+        &alternatives.display().to_string(),
+    ]);
+    for restore in ["iptables-restore", "ip6tables-restore"] {
+        // The alternative's own name (iptables-nft-restore, ...) tells the multi-call binary
+        // what to be.
+        let real = std::fs::read_link(format!("/etc/alternatives/{restore}")).unwrap();
+        let wrapper = world.path(&format!("rejecting-{restore}"));
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *'{word}'*) echo '{restore}: line 2 failed' >&2; exit 1;; esac\n\
+                 printf '%s\\n' \"$input\" | exec {} \"$@\"\n",
+                real.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = alternatives.join(restore);
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&wrapper, &link).unwrap();
+    }
+    world.ok(&[
+        "mount",
+        "--bind",
+        &alternatives.display().to_string(),
+        "/etc/alternatives",
+    ]);
 }
 
-/// The never-brick check: a rule `iptables-restore --test` rejects ends nowhere. With
-/// nf_tables iptables the check runs beside the runtime calls, which are undone; with
-/// legacy iptables it runs before anything is written.
+/// The never-brick check: firewalld applies every entry at runtime, with the iptables it
+/// starts with, before any entry goes into the permanent configuration it loads at its next
+/// start; so a rule iptables rejects ends nowhere.
 #[test]
 fn a_rule_iptables_rejects_writes_nothing_anywhere() {
     each_backend("rejected_rule", |world| {
-        for (mode, state) in [
-            (
-                "nft",
-                "the runtime changes made meanwhile were undone, nothing is changed",
-            ),
-            ("legacy", "nothing was written to firewalld"),
-        ] {
-            let executables = strict_restore(world, mode);
-            let output = world.tproxy(&[
-                "install",
-                "--kuma-dp-user",
-                "kuma-dp",
-                "--store-firewalld",
-                "--iptables-executables",
-                &executables,
-            ]);
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(1), "{mode}: {stderr}");
-            assert!(
-                stderr.contains("rules were rejected by") && stderr.contains(state),
-                "{mode}: {stderr}"
-            );
-            assert_eq!(world.count_our_rules(false), 0, "{mode}");
-            assert_eq!(world.count_our_rules(true), 0, "{mode}");
-            assert!(!world.direct_xml_path().exists(), "{mode}");
-            assert!(
-                !world.ok(&["iptables-save"]).contains("KUMA_MESH"),
-                "{mode}"
-            );
+        reject_in_firewalds_iptables(world, "--uid-owner");
+        let output = world.tproxy(&["install", "--kuma-dp-user", "kuma-dp", "--store-firewalld"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("line 2 failed") && stderr.contains("nothing is changed"),
+            "{stderr}"
+        );
+        assert_eq!(world.count_our_rules(false), 0);
+        assert_eq!(world.count_our_rules(true), 0);
+        for target in [&["--direct"][..], &["--permanent", "--direct"]] {
+            let chains = world.firewall_cmd_ok(&[target, &["--get-all-chains"]].concat());
+            assert_eq!(chains.trim(), "", "{target:?}");
         }
+        assert!(!world.direct_xml_path().exists());
+        assert!(!world.ok(&["iptables-save"]).contains("KUMA_MESH"));
     });
 }
 

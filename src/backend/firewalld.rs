@@ -18,8 +18,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use zbus::blocking::Connection;
 
 use super::direct_file::{DirectFile, Loaded};
-use super::iptables::plan_family;
-use super::xtables::{Mode, RestoreOptions, Xtables};
+use super::xtables::Xtables;
 use super::{foreign_plan, Backend, Observation, Outcome, Plan, View, ViewKind};
 use crate::config::START_TIMEOUT_ENV;
 use crate::direct::{self, diff, Change, Diff, DirectChain, DirectConfig, DirectRule, Passthrough};
@@ -781,9 +780,8 @@ pub struct FirewalldBackend {
     /// firewalld's direct.xml: a malformed one is never changed, since firewalld would
     /// rewrite it from what it managed to parse.
     file: DirectFile,
-    /// Used to check every rule with `iptables-restore --test` before anything is written.
-    checkers: Vec<Xtables>,
-    options: RestoreOptions,
+    /// iptables of each family: read for other tools' rules before firewalld 2.x flushes them.
+    xtables: Vec<Xtables>,
     /// The operator accepts that firewalld 2.x flushes other tools' iptables rules.
     flush_accepted: bool,
     /// Both configurations, read while the rules were built; the first plan uses them.
@@ -799,15 +797,13 @@ impl FirewalldBackend {
         firewalld: Box<Firewalld>,
         store: bool,
         file: DirectFile,
-        checkers: Vec<Xtables>,
-        options: RestoreOptions,
+        xtables: Vec<Xtables>,
     ) -> Self {
         Self {
             firewalld,
             store,
             file,
-            checkers,
-            options,
+            xtables,
             flush_accepted: false,
             reading: None,
             disruptions: None,
@@ -844,7 +840,7 @@ impl FirewalldBackend {
             return Ok(());
         }
         let mut found = Vec::new();
-        for xtables in &self.checkers {
+        for xtables in &self.xtables {
             let saved = crate::format::restore::parse_save(&xtables.snapshot()?)?;
             for table in &saved {
                 let rules = table
@@ -963,42 +959,6 @@ impl FirewalldBackend {
         Ok(read)
     }
 
-    /// `iptables-restore --test` of our rules for each family, as firewalld will apply them.
-    fn check(&self, ruleset: &Ruleset) -> Result<()> {
-        let checks: Vec<(&Xtables, String)> = ruleset
-            .families
-            .iter()
-            .filter_map(|family| {
-                let checker = self.checkers.iter().find(|x| x.family == family.family)?;
-                Some((checker, plan_family(&[], Some(family))?))
-            })
-            .collect();
-        let run = |(checker, script): &(&Xtables, String)| {
-            checker
-                .test_restore(script, &self.options)
-                .with_context(|| {
-                    format!(
-                        "{} rules were rejected by {}",
-                        checker.family.label(),
-                        checker.restore.display()
-                    )
-                })
-        };
-        if !self.checks_take_no_lock() {
-            return checks.iter().try_for_each(run);
-        }
-        std::thread::scope(|scope| {
-            let running: Vec<_> = checks.iter().map(|c| scope.spawn(move || run(c))).collect();
-            running.into_iter().try_for_each(joined)
-        })
-    }
-
-    /// nf_tables iptables takes no xtables lock; legacy checks could collide with the
-    /// `iptables-restore` firewalld runs for each runtime call (when --wait is 0).
-    fn checks_take_no_lock(&self) -> bool {
-        self.checkers.iter().all(|x| x.mode == Mode::Nft)
-    }
-
     /// The reload or restart seen since the last look, if any.
     fn disrupted(&mut self) -> Option<Disruption> {
         self.disruptions.as_mut().and_then(Disruptions::seen)
@@ -1042,56 +1002,17 @@ impl FirewalldBackend {
         Stop::Failed(anyhow!("{refused}; {}", state.join(", ")))
     }
 
-    /// Checks the rules and applies the runtime changes; returns the changes made.
+    /// Applies the runtime changes; returns the changes made.
     ///
-    /// The check guards the permanent configuration, which firewalld loads only at its next
-    /// start: a rule iptables rejects would leave it FAILED then. At runtime firewalld applies
-    /// each entry with iptables itself and refuses what iptables rejects. So, when the check
-    /// takes no lock, it runs beside the runtime calls (they are undone if it fails) and
-    /// passes before the permanent configuration is changed.
-    fn check_and_apply_runtime<'a>(
-        &mut self,
-        plan: &'a FirewalldPlan,
-        desired: &Ruleset,
-    ) -> Result<Vec<&'a Change>, Stop> {
-        if !self.checks_take_no_lock() {
-            self.check(desired)
-                .context("nothing was written to firewalld")?;
-            let applied = self
-                .firewalld
-                .apply_all(&plan.runtime.changes, Target::Runtime);
-            return applied.map_err(|refused| self.refusal(refused, &[]));
-        }
-        let (checked, applied) = std::thread::scope(|scope| {
-            let check = scope.spawn(|| self.check(desired));
-            let applied = self
-                .firewalld
-                .apply_all(&plan.runtime.changes, Target::Runtime);
-            (joined(check), applied)
-        });
-        match (checked, applied) {
-            (Ok(()), Ok(done)) => Ok(done),
-            (Ok(()), Err(refused)) => Err(self.refusal(refused, &[])),
-            (Err(rejected), Ok(done)) => {
-                let state = match self.firewalld.undo(
-                    &done,
-                    Target::Runtime,
-                    "the runtime changes made meanwhile",
-                ) {
-                    Ok(said) => format!("{said}, nothing is changed"),
-                    Err(said) => format!("{said}; run install again, or uninstall"),
-                };
-                Err(Stop::Failed(rejected.context(state)))
-            }
-            // firewalld refused a rule too: iptables's reason is the one to give.
-            (Err(rejected), Err(refused)) => {
-                let state = match self.refusal(refused, &[]) {
-                    Stop::Failed(error) => format!("{error:#}"),
-                    Stop::Disrupted(what) => what.describe().to_string(),
-                };
-                Err(Stop::Failed(rejected.context(state)))
-            }
-        }
+    /// This is also the never-brick check for the permanent configuration, which firewalld
+    /// loads only at its next start (a rule iptables rejects would leave it FAILED then):
+    /// firewalld applies each runtime entry with the iptables it starts with, to the live
+    /// tables, and refuses what iptables rejects. So the permanent changes go only after
+    /// every wanted entry is in the runtime.
+    fn apply_runtime<'a>(&mut self, plan: &'a FirewalldPlan) -> Result<Vec<&'a Change>, Stop> {
+        self.firewalld
+            .apply_all(&plan.runtime.changes, Target::Runtime)
+            .map_err(|refused| self.refusal(refused, &[]))
     }
 
     /// Applies `plan` and verifies it.
@@ -1099,7 +1020,7 @@ impl FirewalldBackend {
         self.refuse_foreign_flush(plan)?;
         if plan.writes() {
             self.wrote = true;
-            let runtime_done = self.check_and_apply_runtime(plan, &plan.ruleset)?;
+            let runtime_done = self.apply_runtime(plan)?;
             if let Some((permanent, _)) = &plan.permanent {
                 if let Err(refused) = self
                     .firewalld
@@ -1168,13 +1089,6 @@ impl FirewalldBackend {
             ),
         }
     }
-}
-
-/// A scoped thread's result; a panic (never expected) becomes an error.
-fn joined(thread: std::thread::ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
-    thread
-        .join()
-        .unwrap_or_else(|_| Err(anyhow!("checking the rules failed unexpectedly")))
 }
 
 impl Backend for FirewalldBackend {

@@ -180,7 +180,6 @@ pub fn prepare(request: Request<'_>) -> Result<Prepared> {
                 config.store_firewalld,
                 DirectFile::in_dir(&config.placement.firewalld_config_dir),
                 xtables,
-                options,
             )
             .accept_iptables_flush(config.placement.accept_iptables_flush)
             .with_reading(reading),
@@ -255,13 +254,12 @@ pub fn prepare_removal(request: Removal) -> Result<Prepared> {
     let options = restore_options(&config);
     let kind = kind_of(&selected);
     let backend: Box<dyn Backend> = match selected {
-        // The iptables binaries only check added rules; removing needs none.
+        // iptables is read only before adding firewalld 2.x's first entry; removing adds none.
         Selected::Firewalld(firewalld) => Box::new(FirewalldBackend::new(
             firewalld,
             request.permanent_too,
             DirectFile::in_dir(&config.placement.firewalld_config_dir),
             Vec::new(),
-            options,
         )),
         Selected::Offline(dir) => {
             let xtables = detect_xtables(&config.executables, None, true)?;
@@ -296,7 +294,6 @@ pub fn observer(placement: &Placement) -> Result<Box<dyn Backend>> {
             true,
             DirectFile::in_dir(&placement.firewalld_config_dir),
             Vec::new(),
-            options,
         )),
         Selected::Offline(dir) => Box::new(OfflineBackend::new(&dir, Vec::new(), options)),
         Selected::Iptables => Box::new(IptablesBackend::new(Vec::new(), options)),
