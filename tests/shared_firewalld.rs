@@ -355,16 +355,29 @@ fn ours(world: &FirewalldSandbox) -> Ours {
     }
 }
 
-fn spawn(world: &FirewalldSandbox, args: &[&str]) -> Child {
+/// Runs our binary with `args`, its stderr going to `stderr`.
+fn spawn(world: &FirewalldSandbox, args: &[&str], stderr: impl Into<Stdio>) -> Child {
     let mut full = vec![BIN];
     full.extend_from_slice(args);
     world
         .command(&full)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap()
+}
+
+/// The last line a run prints, once its read-back has found the result.
+fn reported(stderr: &str) -> bool {
+    [
+        "installed through",
+        "already installed",
+        "removed every",
+        "nothing to remove",
+    ]
+    .iter()
+    .any(|said| stderr.contains(said))
 }
 
 /// Stops `child` (SIGSTOP); false when it had already finished.
@@ -485,15 +498,18 @@ fn reloads_and_restarts_during_runs_are_absorbed() {
                 };
                 // Mostly during the run, sometimes right after it.
                 let delay = Duration::from_micros(rng.below(took.as_micros() as u64 * 11 / 10));
-                let mut child = spawn(&world, command);
+                let said = world.path(&format!("disruption-{i}.stderr"));
+                let mut child = spawn(&world, command, std::fs::File::create(&said).unwrap());
                 std::thread::sleep(delay);
                 // The run is frozen while firewalld reloads or restarts, so that the disruption
-                // is certainly during the run, or certainly after it.
-                let running = freeze(&mut child);
+                // is certainly during the run, or certainly after it: after it also when the
+                // run has already reported its result and is only exiting.
+                let running =
+                    freeze(&mut child) && !reported(&std::fs::read_to_string(&said).unwrap());
                 disrupt(&mut world, disruption);
                 thaw(&child);
-                let Output { status, stderr, .. } = child.wait_with_output().unwrap();
-                let stderr = String::from_utf8_lossy(&stderr);
+                let status = child.wait().unwrap();
+                let stderr = std::fs::read_to_string(&said).unwrap();
                 let when = format!(
                     "{label}: run {i} {command:?}, {disruption:?} after {delay:?} ({})",
                     if running {
