@@ -23,6 +23,7 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 cargo test --all-targets
 
 # The slow reliability target: 100 SIGKILLs with firewalld stopped and 40 on each

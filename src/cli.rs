@@ -74,8 +74,12 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The direct.xml to read [default: <firewalld-config-dir>/direct.xml]
-    #[arg(long, value_name = "PATH", conflicts_with = "source")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "source",
+        help = "The direct.xml to read [default: <firewalld-config-dir>/direct.xml]"
+    )]
     pub file: Option<PathBuf>,
 
     /// Read a running firewalld's configuration over D-Bus instead of a file
@@ -121,8 +125,7 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "PORT", value_parser = values::parse_port, conflicts_with = "redirect-inbound-port", help = validation_server_port_help())]
     pub validation_server_port: Option<u16>,
 
-    /// Destination outside this host for the outbound checks, as ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT; one per family [default: 198.51.100.1 and 2001:db8::1, port 80 unless the rules exclude it]
-    #[arg(long = "target", value_name = "ADDRESS[:PORT]", value_parser = parse_target)]
+    #[arg(long = "target", value_name = "ADDRESS[:PORT]", value_parser = parse_target, help = "Destination outside this host for the outbound checks, as ADDRESS, ADDRESS:PORT or [ADDRESS]:PORT; one per family [default: 198.51.100.1 and 2001:db8::1, port 80 unless the rules exclude it]")]
     pub outbound_target: Vec<SocketAddr>,
 
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]

@@ -450,7 +450,7 @@ impl IptablesBackend {
     /// Installs `desired` into tables that hold nothing of ours without reading them first,
     /// when no run of ours left a record of rules since boot (or since they were removed):
     /// the usual case at boot, where planning would only find them empty. Each family's
-    /// transaction refuses to start when our chains exist ([`fresh_script`]) and the read
+    /// transaction refuses to start when our chains exist (`fresh_script`) and the read
     /// back that verifies it shows the rest, so an install takes two steps instead of three.
     /// A family given no rules (IPv6, in an IPv4-only install) must hold none of ours; only
     /// nf_tables can show that without a save, so with legacy iptables this returns `None`.

@@ -21,7 +21,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Reads one `--config` source (a path or `-` for stdin) into a checked partial tree. With
 /// `only_root_writable`, a file another user could write or replace is refused
-/// ([`trusted_file`]).
+/// (`trusted_file`).
 pub fn read_config_file(
     source: &str,
     stdin: &mut dyn Read,

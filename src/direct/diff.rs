@@ -106,7 +106,7 @@ pub fn counts(added: usize, removed: usize, unchanged: usize) -> String {
     format!("{added} added, {removed} removed, {unchanged} unchanged")
 }
 
-/// Each change on its own line, then [`Diff::summary`].
+/// Each change on its own line, then their [`counts`].
 impl fmt::Display for Diff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for change in &self.changes {

@@ -43,7 +43,7 @@ pub fn translate(name: &str, text: &str, family: Family) -> Result<DirectConfig>
     Ok(entries(&tables).map_err(at_line)?)
 }
 
-/// The direct.xml at `path` with `entries` merged in ([`merge`]); a new file when there is
+/// The direct.xml at `path` with `entries` merged in (`merge`); a new file when there is
 /// none (said on stderr).
 pub fn merged_into(path: &Path, entries: &DirectConfig) -> Result<String> {
     Ok(match load_direct_xml(path)? {

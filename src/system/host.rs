@@ -26,12 +26,12 @@ enum UserKey<'a> {
     Uid(u32),
 }
 
-/// The user with UID `uid`: see [`account`].
+/// The user with UID `uid`: see `account`.
 pub fn account_by_uid(uid: u32) -> Option<Account> {
     account(UserKey::Uid(uid))
 }
 
-/// The user named `name`: see [`account`].
+/// The user named `name`: see `account`.
 pub fn account_by_name(name: &str) -> Option<Account> {
     account(UserKey::Name(name))
 }

@@ -159,7 +159,7 @@ impl Document {
     }
 
     /// Every `<chain>`, `<rule>` and `<passthrough>` in document order, including rules and
-    /// passthroughs without arguments (see [`Entry::is_effective`]) and duplicates. Read
+    /// passthroughs without arguments (which firewalld skips) and duplicates. Read
     /// again from the text, which costs about as much as parsing it.
     pub fn entries(&self) -> Vec<Located<Entry>> {
         let parser = Parser::new(&self.text, false, Keep::All);
