@@ -523,7 +523,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "TPROXY_FIREWALLD_START_TIMEOUT",
-        "seconds to wait for the system bus to answer, and for a firewalld that owns its bus name but is still loading its configuration (default 60)",
+        "seconds to wait for the system bus to answer, for a firewalld that owns its bus name but is still loading its configuration, and for each of firewalld's answers during a run (default 60)",
     ),
 ];
 

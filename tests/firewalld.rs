@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::firewalld::{with_firewalld, FirewalldSandbox, BACKENDS};
 use common::json_shape::{self, entries, target_of};
-use common::{expected, ours, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
+use common::{expected, ours, BIN, CONFIG_1, CONFIG_2, CONFIG_STDIN, MULTIPLE_FLAGS};
 use serde_json::Value;
 use tproxy_firewalld::format::direct_xml;
 
@@ -546,6 +546,77 @@ fn a_failure_midway_undoes_the_steps_before_it() {
             .map(str::to_string)
             .collect();
         assert_eq!(chains, [":KUMA_MESH_OUTBOUND_REDIRECT - [0:0]"]);
+    });
+}
+
+/// A firewalld that stops answering in the middle of a run is not waited for forever: the
+/// run stops once a call goes unanswered for the timeout, says why and what to do, and a
+/// re-run converges once firewalld answers again.
+#[test]
+fn a_firewalld_that_stops_answering_midway_is_not_waited_for_forever() {
+    use std::io::BufRead as _;
+    each_backend("silent", |world| {
+        let mut monitor = world
+            .command(&[
+                "dbus-monitor",
+                "--address",
+                &world.bus_address(),
+                "type='method_call',interface='org.fedoraproject.FirewallD1.direct',member='addChain'",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(monitor.stdout.take().unwrap()).lines();
+        // dbus-monitor says NameLost once it listens.
+        assert!(lines.any(|l| l.unwrap().contains("NameLost")));
+        std::thread::scope(|scope| {
+            // firewalld hangs as our first change reaches it.
+            let hang = scope.spawn(|| {
+                if lines.any(|l| l.unwrap().contains("member=addChain")) {
+                    world.signal_firewalld(libc::SIGSTOP);
+                }
+            });
+            let mut run = world
+                .command(&[
+                    BIN,
+                    "install",
+                    "--kuma-dp-user",
+                    "kuma-dp",
+                    "--store-firewalld",
+                ])
+                .env("TPROXY_FIREWALLD_START_TIMEOUT", "2")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while run.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = run.kill();
+                    world.signal_firewalld(libc::SIGCONT);
+                    panic!("the run still waits for firewalld after 60 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let output = run.wait_with_output().unwrap();
+            let _ = monitor.kill();
+            let _ = monitor.wait();
+            hang.join().unwrap();
+            world.signal_firewalld(libc::SIGCONT);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains("firewalld did not answer `+ chain")
+                    && stderr.contains("no answer within 2 s")
+                    && stderr.contains("run again"),
+                "{stderr}"
+            );
+        });
+        install(world, &["--store-firewalld"]);
+        let stored = world.count_our_rules(true);
+        assert!(stored > 0);
+        assert_eq!(world.count_our_rules(false), stored);
     });
 }
 

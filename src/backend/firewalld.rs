@@ -256,6 +256,12 @@ fn failure(step: &str, error: &zbus::Error) -> anyhow::Error {
     .into()
 }
 
+/// What to do when firewalld stops answering mid-run: the calls already sent may still be
+/// made, so the state is known only once it answers again.
+fn silent_remedy() -> String {
+    format!("is it hung (`systemctl status firewalld`)? The calls already sent may still take effect: once `firewall-cmd --state` answers, run again (install, or uninstall); a firewalld busy for longer can be waited for with {START_TIMEOUT_ENV}=SECONDS")
+}
+
 /// A call firewalld refused or never answered, and what we were doing.
 #[derive(Debug)]
 struct Refusal {
@@ -279,7 +285,11 @@ impl fmt::Display for Refusal {
         }
             _ => "",
         };
-        write!(f, "{}: {}{hint}", self.step, self.failure)
+        write!(f, "{}: {}{hint}", self.step, self.failure)?;
+        if let Failure::Silent(_) = self.failure {
+            write!(f, "; {}", silent_remedy())?;
+        }
+        Ok(())
     }
 }
 
@@ -504,7 +514,13 @@ impl Firewalld {
                 Ok(()) => done.push(change),
                 Err(e) if already_done(change, &e) => {}
                 Err(error) => {
-                    refused.get_or_insert((change, Failure::from(&error)));
+                    let failure = Failure::from(&error);
+                    // The answers after it would each be waited for as long.
+                    let silent = matches!(failure, Failure::Silent(_));
+                    refused.get_or_insert((change, failure));
+                    if silent {
+                        break;
+                    }
                 }
             }
         }
@@ -522,19 +538,21 @@ impl Firewalld {
     /// Reverts `done` in `target`, in reverse order, and says how that went, naming the
     /// changes `what`.
     fn undo(&self, done: &[&Change], target: Target, what: &str) -> Result<String, String> {
-        let failures: Vec<String> = done
-            .iter()
-            .rev()
-            .filter_map(|change| {
-                let inverse = change.inverse();
-                match self.apply(&inverse, target) {
-                    Err(e) if !already_done(&inverse, &e) => {
-                        Some(format!("`{inverse}`: {}", Failure::from(&e)))
+        let mut failures = Vec::new();
+        for change in done.iter().rev() {
+            let inverse = change.inverse();
+            match self.apply(&inverse, target) {
+                Err(e) if !already_done(&inverse, &e) => {
+                    let failure = Failure::from(&e);
+                    let silent = matches!(failure, Failure::Silent(_));
+                    failures.push(format!("`{inverse}`: {failure}"));
+                    if silent {
+                        break;
                     }
-                    _ => None,
                 }
-            })
-            .collect();
+                _ => {}
+            }
+        }
         if failures.is_empty() {
             Ok(format!("{what} were undone"))
         } else {
@@ -649,13 +667,14 @@ struct Refused<'a> {
 
 impl fmt::Display for Refused<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "firewalld refused `{}` ({}): {}",
-            self.change,
-            self.target.name(),
-            self.failure
-        )
+        let (change, target, failure) = (self.change, self.target.name(), &self.failure);
+        match failure {
+            Failure::Silent(_) => write!(
+                f,
+                "firewalld did not answer `{change}` ({target}): {failure}"
+            ),
+            _ => write!(f, "firewalld refused `{change}` ({target}): {failure}"),
+        }
     }
 }
 
@@ -969,6 +988,11 @@ impl FirewalldBackend {
     fn refusal(&mut self, refused: Refused<'_>, undo: &[&Change]) -> Stop {
         if let Failure::Gone(_) = refused.failure {
             return Stop::Disrupted(Disturbance::Firewalld(Disruption::Restarted));
+        }
+        // Undoing would wait as long for each call, and firewalld may still make the changes
+        // it was sent once it answers again.
+        if let Failure::Silent(_) = refused.failure {
+            return Stop::Failed(anyhow!("{refused}; {}", silent_remedy()));
         }
         if let Some(disruption) = self.disrupted() {
             return Stop::Disrupted(Disturbance::Firewalld(disruption));

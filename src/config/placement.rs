@@ -46,7 +46,7 @@ pub const DEFAULT_FIREWALLD_CONFIG_DIR: &str = "/etc/firewalld";
 pub struct Timeouts {
     /// For another run of ours to finish (the lock).
     pub lock: Duration,
-    /// For the system bus to answer, and for a starting firewalld.
+    /// For the system bus to answer, for a starting firewalld, and for each of its answers.
     pub firewalld_start: Duration,
 }
 

@@ -115,6 +115,8 @@ pub struct Pending<T> {
     // In a Mutex only to be Sync (the future is not), so that what holds it can be shared
     // between threads; it is only ever used through `&mut self` or `self`.
     answer: Mutex<Answer<T>>,
+    /// The connection's method timeout, which zbus applies to its other calls only.
+    patience: Option<Duration>,
 }
 
 type Answer<T> = Pin<Box<dyn Future<Output = zbus::Result<T>> + Send>>;
@@ -128,6 +130,7 @@ impl<T: Send + 'static> Pending<T> {
         T: for<'d> zvariant::DynamicDeserialize<'d>,
     {
         let proxy = proxy.inner().clone();
+        let patience = proxy.connection().method_timeout();
         let mut answer: Answer<T> = Box::pin(async move {
             let flags = MethodFlags::NoAutoStart.into();
             proxy
@@ -145,16 +148,27 @@ impl<T: Send + 'static> Pending<T> {
         }
         Pending {
             answer: Mutex::new(answer),
+            patience,
         }
     }
 
-    /// Waits for the answer.
+    /// Waits for the answer, for at most the connection's method timeout from now: the calls
+    /// sent at once are answered one after the other, so each waits from the previous answer.
     pub fn answer(self) -> zbus::Result<T> {
-        async_io::block_on(
-            self.answer
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        let answer = self
+            .answer
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(patience) = self.patience else {
+            return async_io::block_on(answer);
+        };
+        async_io::block_on(future::or(answer, async move {
+            async_io::Timer::after(patience).await;
+            Err(zbus::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", patience.as_secs()),
+            )))
+        }))
     }
 
     /// The answer, or None when it takes longer than `patience` (it can still be waited for).
@@ -349,6 +363,7 @@ pub struct SilentBus {
 
 /// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or None when there is none; an
 /// error when it does not finish the handshake within `patience` (zbus would wait forever).
+/// A method call on it fails (`Failure::Silent`) when its answer takes longer than that.
 /// zbus connects from a thread it starts for that; when the address is a plain socket
 /// path, the socket is connected here instead, and a missing one means no bus without
 /// starting zbus at all. Any other address is left to zbus.
@@ -368,6 +383,7 @@ pub fn system_bus(patience: Duration) -> Result<Option<Connection>, SilentBus> {
             Err(_) => return Ok(None),
         },
     };
+    let builder = builder.method_timeout(patience);
     let built = async_io::block_on(future::or(async { Some(builder.build().await) }, async {
         async_io::Timer::after(patience).await;
         None
@@ -407,8 +423,11 @@ pub enum Failure {
     NotAuthorized(String),
     /// The bus policy refused the call.
     AccessDenied(String),
-    /// firewalld went away or never answered.
+    /// firewalld went away before it answered.
     Gone(String),
+    /// No answer within the connection's method timeout: firewalld (or the bus) is hung, or
+    /// busy for longer than we wait.
+    Silent(String),
     Other(String),
 }
 
@@ -445,6 +464,9 @@ impl From<&zbus::Error> for Failure {
                     other => Failure::Other(format!("{other}: {message}")),
                 }
             }
+            zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Failure::Silent(e.to_string())
+            }
             zbus::Error::InputOutput(e) => Failure::Gone(e.to_string()),
             other => Failure::Other(other.to_string()),
         }
@@ -459,6 +481,7 @@ impl fmt::Display for Failure {
             Failure::NotAuthorized(m) => write!(f, "not authorized: {m}"),
             Failure::AccessDenied(m) => write!(f, "access denied by the D-Bus policy: {m}"),
             Failure::Gone(m) => write!(f, "firewalld did not answer: {m}"),
+            Failure::Silent(m) => f.write_str(m),
             Failure::Other(m) => f.write_str(m),
         }
     }
@@ -467,6 +490,15 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_answer_is_silence_and_a_broken_connection_is_gone() {
+        let io = |kind| zbus::Error::from(std::io::Error::new(kind, "x"));
+        let late = Failure::from(&io(std::io::ErrorKind::TimedOut));
+        assert_eq!(late, Failure::Silent("x".to_string()));
+        let broken = Failure::from(&io(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(broken, Failure::Gone("x".to_string()));
+    }
 
     #[test]
     fn only_a_plain_unix_path_is_connected_without_zbus() {

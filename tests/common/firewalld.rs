@@ -362,6 +362,12 @@ impl FirewalldSandbox {
         self.daemon = Some(child);
     }
 
+    /// Sends `signal` to firewalld (SIGSTOP makes it a daemon that answers nothing).
+    pub fn signal_firewalld(&self, signal: i32) {
+        let daemon = self.daemon.as_ref().expect("firewalld runs");
+        assert_eq!(unsafe { libc::kill(daemon.id() as i32, signal) }, 0);
+    }
+
     /// Waits until `firewall-cmd --state` prints `wanted`.
     pub fn wait_for_state(&self, wanted: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
