@@ -286,7 +286,7 @@ impl fmt::Display for Refusal {
             _ => "",
         };
         write!(f, "{}: {}{hint}", self.step, self.failure)?;
-        if let Failure::Silent(_) = self.failure {
+        if self.failure.is_silent() {
             write!(f, "; {}", silent_remedy())?;
         }
         Ok(())
@@ -516,7 +516,7 @@ impl Firewalld {
                 Err(error) => {
                     let failure = Failure::from(&error);
                     // The answers after it would each be waited for as long.
-                    let silent = matches!(failure, Failure::Silent(_));
+                    let silent = failure.is_silent();
                     refused.get_or_insert((change, failure));
                     if silent {
                         break;
@@ -544,7 +544,7 @@ impl Firewalld {
             match self.apply(&inverse, target) {
                 Err(e) if !already_done(&inverse, &e) => {
                     let failure = Failure::from(&e);
-                    let silent = matches!(failure, Failure::Silent(_));
+                    let silent = failure.is_silent();
                     failures.push(format!("`{inverse}`: {failure}"));
                     if silent {
                         break;
@@ -668,13 +668,14 @@ struct Refused<'a> {
 impl fmt::Display for Refused<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (change, target, failure) = (self.change, self.target.name(), &self.failure);
-        match failure {
-            Failure::Silent(_) => write!(
+        if failure.is_silent() {
+            let remedy = silent_remedy();
+            return write!(
                 f,
-                "firewalld did not answer `{change}` ({target}): {failure}"
-            ),
-            _ => write!(f, "firewalld refused `{change}` ({target}): {failure}"),
+                "firewalld did not answer `{change}` ({target}): {failure}; {remedy}"
+            );
         }
+        write!(f, "firewalld refused `{change}` ({target}): {failure}")
     }
 }
 
@@ -990,9 +991,9 @@ impl FirewalldBackend {
             return Stop::Disrupted(Disturbance::Firewalld(Disruption::Restarted));
         }
         // Undoing would wait as long for each call, and firewalld may still make the changes
-        // it was sent once it answers again.
-        if let Failure::Silent(_) = refused.failure {
-            return Stop::Failed(anyhow!("{refused}; {}", silent_remedy()));
+        // it was sent once it answers again (the refusal says so).
+        if refused.failure.is_silent() {
+            return Stop::Failed(anyhow!("{refused}"));
         }
         if let Some(disruption) = self.disrupted() {
             return Stop::Disrupted(Disturbance::Firewalld(disruption));

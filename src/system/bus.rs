@@ -438,6 +438,10 @@ impl Failure {
             _ => None,
         }
     }
+
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Failure::Silent(_))
+    }
 }
 
 impl From<&zbus::Error> for Failure {
