@@ -192,22 +192,9 @@ fn firewalld_direct(sandbox: &Sandbox) -> String {
 fn firewall_cmd_direct(world: &FirewalldSandbox) -> String {
     let mut out = String::new();
     for permanent in [false, true] {
-        for what in [
-            "--get-all-chains",
-            "--get-all-rules",
-            "--get-all-passthroughs",
-        ] {
-            let mut args = vec!["--direct", what];
-            if permanent {
-                args.insert(0, "--permanent");
-            }
-            let mut lines: Vec<String> = world
-                .firewall_cmd_ok(&args)
-                .lines()
-                .map(String::from)
-                .collect();
+        for (args, mut lines) in world.direct_listings(permanent) {
             lines.sort();
-            out.push_str(&format!("## {}\n{}\n", args.join(" "), lines.join("\n")));
+            out.push_str(&format!("## {args}\n{}\n", lines.join("\n")));
         }
     }
     out

@@ -457,20 +457,9 @@ fn reloads_and_restarts_during_runs_are_absorbed() {
         );
 
         // Every entry firewalld holds now is foreign: the fixture's.
-        let listings = |world: &FirewalldSandbox, permanent: bool| {
-            let mut lines = Vec::new();
-            for what in [
-                "--get-all-chains",
-                "--get-all-rules",
-                "--get-all-passthroughs",
-            ] {
-                let mut args = vec!["--direct", what];
-                if permanent {
-                    args.insert(0, "--permanent");
-                }
-                lines.extend(world.firewall_cmd_ok(&args).lines().map(str::to_string));
-            }
-            lines
+        let listings = |world: &FirewalldSandbox, permanent: bool| -> Vec<String> {
+            let listings = world.direct_listings(permanent).into_iter();
+            listings.flat_map(|(_, lines)| lines).collect()
         };
         let foreign = listings(&world, true);
         assert!(

@@ -488,6 +488,30 @@ impl FirewalldSandbox {
     }
 
     /// How many direct rules of ours firewalld lists, runtime or permanent.
+    /// firewall-cmd's three direct listings (chains, rules, passthroughs) of the runtime or
+    /// the permanent configuration: each one's arguments, and its lines.
+    pub fn direct_listings(&self, permanent: bool) -> Vec<(String, Vec<String>)> {
+        [
+            "--get-all-chains",
+            "--get-all-rules",
+            "--get-all-passthroughs",
+        ]
+        .into_iter()
+        .map(|what| {
+            let mut args = vec!["--direct", what];
+            if permanent {
+                args.insert(0, "--permanent");
+            }
+            let lines = self
+                .firewall_cmd_ok(&args)
+                .lines()
+                .map(String::from)
+                .collect();
+            (args.join(" "), lines)
+        })
+        .collect()
+    }
+
     pub fn count_our_rules(&self, permanent: bool) -> usize {
         let mut args = vec!["--direct", "--get-all-rules"];
         if permanent {
